@@ -1,0 +1,145 @@
+"""The one module that knows the checkpoint format.
+
+A checkpoint is a dict of plain types (nanoGPT style), so a model rebuilds from the file alone:
+
+    {"format": "swwae", "format_version": 1, "model_config": {...}, "train_config": {...} | None,
+     "data_config": {...} | None, "model_state": state_dict, "optimizer_state": state_dict | None,
+     "step": int, "epoch": int, "metrics": {...}}
+
+Loading uses ``torch.load(weights_only=True)``, so reading a file never runs code. Writing is atomic (temp file
+in the same folder + ``os.replace``), so a crash at any moment leaves the previous file intact.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+
+from core.model import SWWAE, ModelConfig
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint",
+           "atomic_write_bytes"]
+
+FORMAT = "swwae"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A file that is not a loadable SWWAE checkpoint; the message is one line saying why."""
+
+
+@dataclass
+class Checkpoint:
+    model: SWWAE  # rebuilt from model_config, weights loaded, in eval mode, on the CPU (or map_location)
+    model_config: ModelConfig
+    train_config: dict[str, Any] | None = None
+    data_config: dict[str, Any] | None = None
+    optimizer_state: dict[str, Any] | None = None
+    step: int = 0
+    epoch: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` so that readers see either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: SWWAE,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    train_config: dict[str, Any] | None = None,
+    data_config: dict[str, Any] | None = None,
+    step: int = 0,
+    epoch: int = 0,
+    metrics: dict[str, Any] | None = None,
+) -> None:
+    """Atomically write a checkpoint of `model` (unwrap DDP before calling) and, optionally, its optimizer."""
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": _plain(asdict(model.config)),
+        "train_config": train_config,
+        "data_config": data_config,
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
+        "step": int(step),
+        "epoch": int(epoch),
+        "metrics": dict(metrics or {}),
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def load_checkpoint(source: str | os.PathLike | bytes | BinaryIO, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint from a path, bytes or a binary file object and rebuild its model.
+
+    Raises CheckpointError (one line) for an empty, truncated, corrupt, foreign, newer-format or
+    wrong-architecture file. Never executes code from the file.
+    """
+    name = str(source) if isinstance(source, (str, os.PathLike)) else "uploaded file"
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            if not Path(source).is_file():
+                raise CheckpointError(f"{name}: no such file")
+            if Path(source).stat().st_size == 0:
+                raise CheckpointError(f"{name}: the file is empty")
+        elif isinstance(source, (bytes, bytearray)):
+            if not source:
+                raise CheckpointError(f"{name}: the file is empty")
+            source = io.BytesIO(source)
+        payload = torch.load(source, map_location=map_location, weights_only=True)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # weights_only refuses code; anything else means unreadable
+        reason = "it holds objects other than tensors and plain data (refused, not run)" if "weights_only" in str(
+            exc) or "Unsupported global" in str(exc) else "it is not a readable PyTorch file (truncated or corrupt?)"
+        raise CheckpointError(f"{name}: not a checkpoint: {reason}") from None
+
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{name}: not an SWWAE checkpoint (no '{FORMAT}' format marker)")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{name}: checkpoint format version {version} is newer than this program's "
+                              f"({FORMAT_VERSION}); update SWWAE Explorer")
+    try:
+        config = ModelConfig.from_dict(payload["model_config"])
+        model = SWWAE(config)
+        model.load_state_dict(payload["model_state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{name}: the weights do not match the stored architecture ({first_line})") from None
+    model.to(map_location).eval()
+    return Checkpoint(
+        model=model,
+        model_config=config,
+        train_config=payload.get("train_config"),
+        data_config=payload.get("data_config"),
+        optimizer_state=payload.get("optimizer_state"),
+        step=int(payload.get("step", 0)),
+        epoch=int(payload.get("epoch", 0)),
+        metrics=dict(payload.get("metrics") or {}),
+    )
