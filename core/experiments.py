@@ -20,6 +20,7 @@ from core.pooling import where_offsets
 __all__ = [
     "SwapResult", "StageView", "ProbeStage",
     "swap_where", "swap_matrix", "no_where_recon", "translation_probe", "layer_views", "shift_image", "psnr",
+    "class_probabilities", "classify", "mse",
 ]
 
 
@@ -46,8 +47,24 @@ def psnr(mse: float, peak: float = 1.0) -> float:
     return math.inf if mse <= 0 else 10.0 * math.log10(peak**2 / mse)
 
 
+def class_probabilities(logits: torch.Tensor) -> np.ndarray:
+    """Softmax of class logits (N, num_classes) -> probabilities (N, num_classes) as numpy float64."""
+    return torch.softmax(logits.detach().double(), dim=-1).cpu().numpy()
+
+
+def classify(model: SWWAE, images: torch.Tensor) -> np.ndarray:
+    """Class probabilities of one image (C, H, W) or a batch (N, C, H, W) -> (N, num_classes)."""
+    with _evaluating(model):
+        return class_probabilities(model.encode(_batch(images, model)).logits)
+
+
 def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
     return F.mse_loss(a.float(), b.float()).item()
+
+
+def mse(recon: torch.Tensor, image: torch.Tensor) -> float:
+    """Mean squared error between two images or batches of the same number of pixels, on any devices."""
+    return _mse(recon.detach().cpu().reshape(image.shape), image.detach().cpu())
 
 
 @dataclass

@@ -119,10 +119,9 @@ def to_model_input(pixels: np.ndarray, *, channels: int, size: int, invert: bool
     square = np.zeros((side, side, channels), dtype=np.float32)  # letterbox on the (dark) background
     top, left = (side - height) // 2, (side - width) // 2
     square[top:top + height, left:left + width] = pixels
-    resized = [np.asarray(Image.fromarray(np.ascontiguousarray(square[..., c]))  # mode F
-                          .resize((size, size), Image.Resampling.BILINEAR,
-                                                                           reducing_gap=2.0))
-               for c in range(channels)]  # each (size, size)
+    planes = [Image.fromarray(np.ascontiguousarray(square[..., c])) for c in range(channels)]  # mode 'F' each
+    resized = [np.asarray(plane.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0))
+               for plane in planes]  # each (size, size)
     return torch.from_numpy(np.clip(np.stack(resized), 0.0, 1.0).astype(np.float32))  # (C, size, size)
 
 

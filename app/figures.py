@@ -1,0 +1,143 @@
+"""Plotly figures for the pages. They only arrange arrays that core/ computed; no model math here.
+
+Panels are laid out by hand (axis domains) rather than with make_subplots, which costs tens of milliseconds
+per figure; a mosaic of C channels is one heatmap trace, never C subplots.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import plotly.graph_objects as go
+
+from core.render import Mosaic
+
+__all__ = ["Panel", "panel_figure", "gray_panel", "rgb_panel", "mosaic_panel", "where_panel", "signed_panel",
+           "bar_figure", "legend_figure", "GRAY", "SIGNED"]
+
+GRAY = [[0.0, "black"], [1.0, "white"]]
+SIGNED = "RdBu_r"  # blue negative, white 0, red positive
+_IMAGE_HOVER = "x %{x}, y %{y}<br>%{z:.3f}<extra></extra>"
+
+
+@dataclass
+class Panel:
+    title: str
+    traces: list[dict] = field(default_factory=list)  # plotly trace dicts, without axis references
+
+
+def gray_panel(title: str, image: np.ndarray, coloraxis: str = "coloraxis") -> Panel:
+    """An (H, W) image in [0, 1] (RGB (H, W, 3) goes to rgb_panel)."""
+    if image.ndim == 3:
+        return rgb_panel(title, image)
+    return Panel(title, [dict(type="heatmap", z=image, coloraxis=coloraxis, hovertemplate=_IMAGE_HOVER)])
+
+
+def rgb_panel(title: str, image: np.ndarray, customdata: np.ndarray | None = None, hovertemplate: str | None = None
+              ) -> Panel:
+    """(H, W, 3) float in [0, 1] drawn as pixels; NaN becomes white."""
+    pixels = (np.clip(np.nan_to_num(image, nan=1.0), 0, 1) * 255).round().astype(np.uint8)
+    trace = dict(type="image", z=pixels, hovertemplate=hovertemplate or "x %{x}, y %{y}<extra></extra>")
+    if customdata is not None:
+        trace["customdata"] = customdata
+    return Panel(title, [trace])
+
+
+def signed_panel(title: str, values: np.ndarray, coloraxis: str = "coloraxis2", background: np.ndarray | None = None,
+                 opacity: float = 1.0) -> Panel:
+    """A signed (H, W) map on a diverging scale, optionally over a grayscale image (attribution overlays)."""
+    traces = []
+    if background is not None:
+        traces.append(dict(type="heatmap", z=background, colorscale=GRAY, zmin=0, zmax=1, showscale=False,
+                           hoverinfo="skip"))
+    traces.append(dict(type="heatmap", z=values, coloraxis=coloraxis, opacity=opacity,
+                       hovertemplate="x %{x}, y %{y}<br>%{z:.3g}<extra></extra>"))
+    return Panel(title, traces)
+
+
+def mosaic_panel(title: str, layout: Mosaic, coloraxis: str = "coloraxis") -> Panel:
+    """Channels tiled in one heatmap; hover names the channel and the position inside it."""
+    tops = (layout.channel // layout.columns) * (layout.tile[0] + layout.pad)
+    lefts = (layout.channel % layout.columns) * (layout.tile[1] + layout.pad)
+    rows, cols = np.indices(layout.channel.shape)
+    custom = np.stack([layout.channel, rows - tops, cols - lefts], axis=-1).astype(np.int16)  # (R, W, 3)
+    return Panel(title, [dict(type="heatmap", z=layout.image, coloraxis=coloraxis, customdata=custom,
+                              hovertemplate="channel %{customdata[0]}, (%{customdata[1]}, %{customdata[2]})"
+                                            "<br>%{z:.3f}<extra></extra>")])
+
+
+def where_panel(title: str, colors: Mosaic, custom: np.ndarray, arrows: tuple[np.ndarray, ...] | None = None) -> Panel:
+    """Where mosaic (RGB by position in the window) with hover (channel, cell, switch offset, what value)."""
+    panel = rgb_panel(title, colors.image, custom,
+                      "channel %{customdata[0]:.0f}, cell (%{customdata[1]:.0f}, %{customdata[2]:.0f})<br>"
+                      "switch at (%{customdata[3]:.2f}, %{customdata[4]:.2f}) in the window<br>"
+                      "what %{customdata[5]:.3f}<extra></extra>")
+    if arrows is not None:
+        x, y, tip_x, tip_y = arrows
+        panel.traces.append(dict(type="scattergl", x=x, y=y, mode="lines", line=dict(color="black", width=1),
+                                 hoverinfo="skip", showlegend=False))
+        panel.traces.append(dict(type="scattergl", x=tip_x, y=tip_y, mode="markers", hoverinfo="skip",
+                                 marker=dict(color="black", size=3), showlegend=False))
+    return panel
+
+
+def panel_figure(panels: list[Panel], columns: int, *, height: int, coloraxes: dict[str, dict] | None = None,
+                 gap: float = 0.025) -> go.Figure:
+    """Panels on a grid, each with square pixels and its title above; shared colour axes with colour bars."""
+    rows = math.ceil(len(panels) / columns)
+    title_space = 30 / height  # paper fraction kept above each row for its titles
+    layout: dict = dict(height=height, margin=dict(l=8, r=8, t=8, b=8), plot_bgcolor="white",
+                        paper_bgcolor="white", hovermode="closest", showlegend=False, annotations=[])
+    data = []
+    for index, panel in enumerate(panels):
+        row, col = divmod(index, columns)
+        suffix = "" if index == 0 else str(index + 1)
+        x0, x1 = col / columns + gap / 2, (col + 1) / columns - gap / 2
+        y1 = 1 - row / rows - title_space
+        y0 = 1 - (row + 1) / rows + gap / 2
+        layout[f"xaxis{suffix}"] = dict(domain=[x0, x1], anchor=f"y{suffix}", visible=False, constrain="domain")
+        layout[f"yaxis{suffix}"] = dict(domain=[y0, y1], anchor=f"x{suffix}", visible=False, autorange="reversed",
+                                        scaleanchor=f"x{suffix}", constrain="domain")
+        layout["annotations"].append(dict(text=panel.title, x=(x0 + x1) / 2, y=y1, xref="paper", yref="paper",
+                                          xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=13)))
+        for trace in panel.traces:
+            data.append({**trace, "xaxis": f"x{suffix}", "yaxis": f"y{suffix}"})
+    for name, axis in (coloraxes or {}).items():
+        layout[name] = axis
+    return go.Figure(data=data, layout=layout)
+
+
+def bar_figure(labels: list[str], series: dict[str, list[float]], *, height: int = 260, title: str = "",
+               y_title: str = "", y_range: tuple[float, float] | None = None, highlight: int | None = None
+               ) -> go.Figure:
+    """Grouped bars, one series per key; `highlight` outlines one category (e.g. the predicted class)."""
+    data = []
+    for name, values in series.items():
+        bar = dict(type="bar", x=labels, y=values, name=name, hovertemplate="%{x}: %{y:.3f}<extra>" + name + "</extra>")
+        if highlight is not None and len(series) == 1:
+            bar["marker"] = dict(color=["#d62728" if i == highlight else "#4c78a8" for i in range(len(labels))])
+        data.append(bar)
+    layout = dict(height=height, margin=dict(l=40, r=8, t=30 if title else 8, b=30), barmode="group",
+                  title=dict(text=title, font=dict(size=14)) if title else None, yaxis=dict(title=y_title),
+                  xaxis=dict(type="category"), showlegend=len(series) > 1,
+                  legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
+    if y_range is not None:
+        layout["yaxis"]["range"] = list(y_range)
+    return go.Figure(data=data, layout=layout)
+
+
+def legend_figure(key: np.ndarray, pool_size: int, continuous: bool, height: int = 170) -> go.Figure:
+    """The where colour key: one pooling window with its (row, col) cells labelled."""
+    side = key.shape[0]
+    cell = side / pool_size
+    pixels = (key * 255).round().astype(np.uint8)
+    annotations = [] if continuous else [
+        dict(x=(c + 0.5) * cell - 0.5, y=(r + 0.5) * cell - 0.5, text=f"({r},{c})", showarrow=False,
+             font=dict(color="white", size=12)) for r in range(pool_size) for c in range(pool_size)]
+    layout = dict(height=height, margin=dict(l=4, r=4, t=26, b=4), annotations=annotations,
+                  title=dict(text="where key (row, col)" + (", continuous" if continuous else ""),
+                             font=dict(size=12)),
+                  xaxis=dict(visible=False, constrain="domain"),
+                  yaxis=dict(visible=False, autorange="reversed", scaleanchor="x", constrain="domain"))
+    return go.Figure(data=[dict(type="image", z=pixels, hoverinfo="skip")], layout=layout)

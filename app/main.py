@@ -1,0 +1,29 @@
+"""SWWAE Explorer: `streamlit run app/main.py`. Page config, the shared sidebar, and the page list."""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run` puts app/ on the path, not the repository root
+    sys.path.insert(0, str(ROOT))
+
+import os  # noqa: E402
+
+import streamlit as st  # noqa: E402
+import torch  # noqa: E402
+
+from app import sidebar  # noqa: E402
+
+# The explorer runs batches of 1 to 64 small images: one intra-op thread is fastest for that and never
+# oversubscribes a CPU shared with training runs (two threads on two busy cores were 10x slower).
+torch.set_num_threads(int(os.environ.get("SWWAE_APP_THREADS", "1")))
+
+st.set_page_config(page_title="SWWAE Explorer", page_icon=":material/grid_view:", layout="wide")
+
+PAGES = [
+    st.Page("views/layers.py", title="Layers", icon=":material/layers:", default=True),
+    st.Page("views/swap.py", title="Swap", icon=":material/swap_horiz:"),
+    st.Page("views/attribution.py", title="Attribution", icon=":material/insights:"),
+]
+page = st.navigation(PAGES)
+sidebar.render()
+page.run()

@@ -1,0 +1,231 @@
+"""The sidebar and the explorer's shared state: which model is loaded, on which device, with which examples.
+
+Every page reads `current()`; nothing else loads checkpoints. How a model gets chosen:
+
+- the "Model" selectbox (session key `MODEL_CHOICE`) lists `checkpoints/default.pt` first, then every `*.pt`
+  under `checkpoints/` and `runs/*/`, then uploaded checkpoints. Its value is a *source*: a path relative to
+  the repository root (or absolute, outside it), or ``"upload:<sha256 prefix>:<file name>"`` for an upload whose
+  bytes are kept in `UPLOADS`.
+- Changing it (or uploading a `.pt`) loads the new model in a callback; if that fails the selectbox snaps
+  back to the model that was loaded, and the reason is shown once with `st.error`.
+- `request_model(path)`, from any page or callback, asks for a checkpoint to be loaded on the next run (e.g.
+  the Runs page's "Open in explorer": ``request_model(run_dir / "best.pt"); st.switch_page(LAYERS_PAGE)``).
+
+Loading goes through `core.checkpoint.load_checkpoint`, cached with `st.cache_resource` under the real input:
+(path, modification time, size, device) for files, (sha256 of the bytes, device) for uploads.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from core.data import NATIVE_SHAPES, DataConfig, load_split
+
+__all__ = [
+    "ROOT", "DEFAULT_CHECKPOINT", "Explorer", "Examples", "render", "current", "request_model",
+    "find_checkpoints", "load_source", "MODEL_CHOICE", "MODEL_REQUEST", "MODEL_LOADED", "MODEL_ERROR",
+    "UPLOADS", "DEVICE", "DATASET", "EXPLORER",
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CHECKPOINT = "checkpoints/default.pt"
+UPLOAD_PREFIX = "upload:"
+
+# session_state keys (the whole app's shared state; pages add their own, prefixed with the page name)
+MODEL_CHOICE = "model_choice"  # selectbox value: the source of the model to show
+MODEL_REQUEST = "model_request"  # a source asked for by request_model(), applied on the next run
+MODEL_LOADED = "model_loaded"  # the source that loaded last: what the app falls back to after a bad choice
+MODEL_ERROR = "model_error"  # one-line reason the last choice or upload failed, shown once
+MODEL_UPLOAD = "model_upload"  # file_uploader widget for .pt files
+UPLOADS = "model_uploads"  # {source: bytes} of uploaded checkpoints that loaded
+DEVICE = "device"  # 'cpu' or 'cuda'
+DATASET = "dataset"  # name of the example dataset (a core.data name)
+EXPLORER = "explorer"  # the Explorer built by this run's sidebar, read by the pages through current()
+
+
+@dataclass
+class Examples:
+    name: str
+    images: torch.Tensor  # (N, C, H, W) in [0, 1], converted to the model's channels and size
+    labels: torch.Tensor  # (N,)
+
+
+@dataclass
+class Explorer:
+    """What the pages work with on this run."""
+
+    source: str  # MODEL_CHOICE value of the loaded model
+    label: str  # how the source reads in the UI
+    checkpoint: Checkpoint
+    device: str
+    examples: Examples | None  # None when the dataset cannot be loaded
+
+    @property
+    def model(self):
+        return self.checkpoint.model
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading checkpoint...")
+def _load_file(path: str, mtime_ns: int, size: int, device: str) -> Checkpoint:  # noqa: ARG001 - cache key
+    return load_checkpoint(path, map_location=device)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading checkpoint...")
+def _load_bytes(sha256: str, device: str, _data: bytes) -> Checkpoint:  # noqa: ARG001 - sha256 is the key
+    return load_checkpoint(_data, map_location=device)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading examples...")
+def _load_examples(dataset: str, channels: int, image_size: int) -> Examples:
+    images, labels = load_split(DataConfig(dataset=dataset, download=False), "val", channels=channels,
+                                image_size=image_size)
+    return Examples(dataset, images, labels)
+
+
+def _resolve(source: str) -> Path:
+    path = Path(source)
+    return path if path.is_absolute() else ROOT / path
+
+
+def load_source(source: str, device: str) -> Checkpoint:
+    """The checkpoint of a MODEL_CHOICE value (cached); raises CheckpointError with a one-line reason."""
+    if source.startswith(UPLOAD_PREFIX):
+        data = st.session_state.get(UPLOADS, {}).get(source)
+        if data is None:
+            raise CheckpointError("the uploaded checkpoint is no longer in this session; upload it again")
+        return _load_bytes(hashlib.sha256(data).hexdigest(), device, data)
+    path = _resolve(source)
+    try:
+        stat = path.stat()
+    except OSError:
+        raise CheckpointError(f"{source}: no such file") from None
+    return _load_file(str(path), stat.st_mtime_ns, stat.st_size, device)
+
+
+def find_checkpoints() -> list[str]:
+    """Sources of the checkpoints on disk: the default first, then checkpoints/**.pt and runs/*/*.pt."""
+    found = sorted({p.relative_to(ROOT).as_posix() for pattern in ("checkpoints/**/*.pt", "runs/*/*.pt")
+                    for p in ROOT.glob(pattern) if p.is_file()})
+    return sorted(found, key=lambda source: source != DEFAULT_CHECKPOINT)
+
+
+def request_model(path: str | Path) -> None:
+    """Ask the explorer to load the checkpoint at `path` on the next run (callable from a callback or a page,
+    before or after the sidebar has run). Pair with `st.switch_page` to open a page on it."""
+    path = Path(path).resolve()
+    source = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
+    st.session_state[MODEL_REQUEST] = source
+
+
+def _label(source: str) -> str:
+    if source.startswith(UPLOAD_PREFIX):
+        return f"uploaded: {source.split(':', 2)[2]}"
+    return "default (shipped)" if source == DEFAULT_CHECKPOINT else source
+
+
+def _try_switch(source: str) -> None:
+    """Load `source`; on success it becomes the model, on failure the choice reverts and the reason is kept."""
+    try:
+        load_source(source, st.session_state[DEVICE])
+    except CheckpointError as exc:
+        st.session_state[MODEL_ERROR] = f"Could not load {_label(source)}: {exc}. Kept {_label(st.session_state[MODEL_LOADED])}."
+        st.session_state[MODEL_CHOICE] = st.session_state[MODEL_LOADED]
+        return
+    st.session_state[MODEL_LOADED] = source
+    st.session_state[MODEL_CHOICE] = source
+
+
+def _on_choice() -> None:
+    _try_switch(st.session_state[MODEL_CHOICE])
+
+
+def _on_upload() -> None:
+    uploaded = st.session_state.get(MODEL_UPLOAD)
+    if uploaded is None:
+        return
+    data = uploaded.getvalue()
+    source = f"{UPLOAD_PREFIX}{hashlib.sha256(data).hexdigest()[:16]}:{uploaded.name}"
+    uploads = st.session_state[UPLOADS]
+    known = source in uploads
+    uploads.setdefault(source, data)
+    _try_switch(source)
+    if not known and st.session_state[MODEL_LOADED] != source:
+        del uploads[source]  # keep only uploads that loaded
+
+
+def _init_state() -> None:
+    defaults = {MODEL_LOADED: DEFAULT_CHECKPOINT, UPLOADS: {}, DEVICE: "cpu", DATASET: "mnist5k"}
+    for key, value in defaults.items():
+        if key not in st.session_state:
+            st.session_state[key] = value
+    if MODEL_CHOICE not in st.session_state:
+        st.session_state[MODEL_CHOICE] = st.session_state[MODEL_LOADED]
+
+
+def render() -> Explorer | None:
+    """Draw the sidebar, load the chosen model and examples; store and return the Explorer (None: no model)."""
+    _init_state()
+    if MODEL_REQUEST in st.session_state:
+        _try_switch(st.session_state.pop(MODEL_REQUEST))
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if st.session_state[DEVICE] not in devices:
+        st.session_state[DEVICE] = "cpu"
+    sources = find_checkpoints() + list(st.session_state[UPLOADS])
+    for source in (st.session_state[MODEL_LOADED], st.session_state[MODEL_CHOICE]):
+        if source not in sources:  # e.g. a requested checkpoint outside checkpoints/ and runs/
+            sources.append(source)
+
+    with st.sidebar:
+        st.selectbox("Model", sources, key=MODEL_CHOICE, format_func=_label, on_change=_on_choice,
+                     help="Checkpoints under checkpoints/ and runs/*/, and uploaded ones.")
+        st.file_uploader("...or upload a checkpoint", type=["pt", "pth", "ckpt"], key=MODEL_UPLOAD,
+                         on_change=_on_upload, help="An SWWAE checkpoint written by SWWAE Explorer. "
+                         "Files holding code are refused, never run.")
+        if MODEL_ERROR in st.session_state:
+            st.error(st.session_state.pop(MODEL_ERROR))
+        st.selectbox("Examples", [name for name in NATIVE_SHAPES], key=DATASET,
+                     help="Validation images, converted to the model's channels and size.")
+        st.radio("Device", devices, key=DEVICE, horizontal=True)
+
+        explorer = _build_explorer()
+        if explorer is not None:
+            cfg = explorer.checkpoint.model_config
+            st.caption(f"{cfg.pooling} pooling, stages {list(cfg.channels)}, input {cfg.in_channels}x"
+                       f"{cfg.image_size}x{cfg.image_size}; step {explorer.checkpoint.step}, "
+                       f"epoch {explorer.checkpoint.epoch}")
+    st.session_state[EXPLORER] = explorer
+    return explorer
+
+
+def _build_explorer() -> Explorer | None:
+    source, device = st.session_state[MODEL_CHOICE], st.session_state[DEVICE]
+    try:
+        checkpoint = load_source(source, device)
+    except CheckpointError as exc:  # the loaded model's file vanished or changed into something bad
+        st.error(f"Could not load {_label(source)}: {exc}")
+        if source == DEFAULT_CHECKPOINT:
+            return None
+        st.session_state[MODEL_LOADED] = DEFAULT_CHECKPOINT
+        del st.session_state[MODEL_CHOICE]  # reset to the default on the next run
+        return None
+    cfg = checkpoint.model_config
+    try:
+        examples = _load_examples(st.session_state[DATASET], cfg.in_channels, cfg.image_size)
+    except (ValueError, OSError) as exc:  # DatasetUnavailable is a ValueError
+        st.warning(f"Examples unavailable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        examples = None
+    return Explorer(source, _label(source), checkpoint, device, examples)
+
+
+def current() -> Explorer:
+    """This run's Explorer (set by `render` in app/main.py); stops the page when no model could be loaded."""
+    explorer = st.session_state.get(EXPLORER)
+    if explorer is None:
+        st.info("No model is loaded: choose or upload a checkpoint in the sidebar.")
+        st.stop()
+    return explorer

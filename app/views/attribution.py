@@ -1,0 +1,53 @@
+"""Attribution: which pixels drive a class logit, by four Captum methods, overlaid on the image."""
+import streamlit as st
+
+from app import figures
+from app.inputs import pick_image
+from app.sidebar import current
+from core.attribution import METHOD_LABELS, METHODS, attribute_all
+from core.experiments import classify
+from core.render import display_image
+
+explorer = current()
+model, cfg = explorer.model, explorer.checkpoint.model_config
+st.title("Attribution")
+st.caption(f"{explorer.label}: which input pixels push the chosen class logit up (red) or down (blue). "
+           "Deconvolution routes the signal back through the max-pooling switches, like the SWWAE decoder.")
+
+picked = pick_image(explorer, "attr", "Input")
+probabilities = classify(model, picked.image)[0]
+predicted = int(probabilities.argmax())
+
+settings = st.columns([1, 3, 1, 1])
+target_choice = settings[0].selectbox(
+    "Class", ["predicted"] + list(range(cfg.num_classes)), key="attr_target",
+    format_func=lambda c: f"predicted ({predicted}, p={probabilities[predicted]:.2f})" if c == "predicted"
+    else f"{c} (p={probabilities[c]:.2f})")
+methods = settings[1].multiselect("Methods", list(METHODS), default=list(METHODS), key="attr_methods",
+                                  format_func=METHOD_LABELS.get)
+steps = settings[2].select_slider("IG steps", [8, 16, 32, 64, 128], value=32, key="attr_ig_steps",
+                                  help="Integrated Gradients integration steps")
+opacity = settings[3].slider("Overlay opacity", 0.1, 1.0, 0.7, 0.05, key="attr_opacity")
+target = predicted if target_choice == "predicted" else int(target_choice)
+
+if not methods:
+    st.info("Choose at least one method.")
+    st.stop()
+
+background = display_image(picked.image.numpy())
+panels = [figures.gray_panel(f"input {picked.caption}", background)]
+for result in attribute_all(model, picked.image, tuple(methods), target, ig_steps=steps):
+    panels.append(figures.signed_panel(f"{METHOD_LABELS[result.method]}<br>max |a| = {result.scale:.2g}",
+                                       result.normalised, background=background if background.ndim == 2 else None,
+                                       opacity=opacity))
+columns = min(len(panels), 5)
+st.plotly_chart(figures.panel_figure(
+    panels, columns=columns, height=300 if len(panels) <= 5 else 560,
+    coloraxes={"coloraxis": dict(colorscale=figures.GRAY, cmin=0, cmax=1, showscale=False),
+               "coloraxis2": dict(colorscale=figures.SIGNED, cmin=-1, cmax=1,
+                                  colorbar=dict(title="a / max|a|", len=0.8, thickness=12))}),
+    key="attr_maps", config={"displaylogo": False})
+st.caption(f"Explaining class {target}. Each map is scaled by its own largest |attribution| (shown in its title).")
+st.plotly_chart(figures.bar_figure([str(c) for c in range(cfg.num_classes)], {"probability": probabilities.tolist()},
+                                   height=240, title="Class probabilities", y_range=(0, 1), highlight=target),
+                key="attr_probs", config={"displaylogo": False})

@@ -1,0 +1,160 @@
+"""The trainer's command line (`python -m core.train`), its options generated from the config dataclasses.
+
+Each field `name: type = default  # comment` becomes `--name` (underscores as dashes) with the comment as its
+help, so every field is settable and documented in --help. Unset options are left out of the parsed namespace,
+so callers can tell "given" from "default". Bad input ends in one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import MISSING, fields, replace
+from pathlib import Path
+from typing import Any
+
+import core.train as train_module
+from core import rundir
+from core.checkpoint import CheckpointError, load_checkpoint
+from core.data import DataConfig
+from core.model import ModelConfig
+from core.train import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, TrainConfig, TrainResult, default_model_config, train
+
+__all__ = ["field_docs", "add_dataclass_arguments", "given_fields", "main"]
+
+_FIELD_COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+)$")
+_SCALAR_TYPES = {"int": int, "float": float, "str": str}
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """{field name: its trailing comment} read from the class source (empty when the source is unavailable)."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    return {m.group(1): m.group(2).strip() for m in map(_FIELD_COMMENT.match, source.splitlines()) if m}
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    group = parser.add_argument_group(title)
+    docs = field_docs(cls)
+    for f in fields(cls):
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{docs.get(f.name, '')} (default: {_show(default)})".replace("%", "%%")
+        type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if type_name == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=help_text)
+        elif type_name.startswith("tuple["):
+            item_type = _SCALAR_TYPES[type_name[len("tuple["):].split(",")[0].strip()]
+            group.add_argument(flag, nargs="+", type=item_type, default=argparse.SUPPRESS, metavar=item_type.__name__.upper(),
+                               help=help_text)
+        elif type_name in _SCALAR_TYPES:
+            group.add_argument(flag, type=_SCALAR_TYPES[type_name], default=argparse.SUPPRESS,
+                               metavar=type_name.upper(), help=help_text)
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name}: no command-line form for type {type_name}")
+
+
+def given_fields(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of `cls` set on the command line (tuples as tuples)."""
+    values = {}
+    for f in fields(cls):
+        if hasattr(args, f.name):
+            value = getattr(args, f.name)
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+    return values
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+# ---- command line --------------------------------------------------------------------------------------------
+
+DRY_RUN_STEPS_PER_EPOCH = 2
+DRY_RUN_VAL_SAMPLES = 64
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m core.train", description=train_module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = parser.add_argument_group("run")
+    run.add_argument("--run", metavar="DIR", help="run directory (config.json, metrics.jsonl, status.json, "
+                     "samples/, last.pt, best.pt); default runs/<dataset>-<time>")
+    run.add_argument("--resume", action="store_true", help="continue the run in --run from its last.pt; options "
+                     "given again override its saved training/data config (e.g. --epochs 20)")
+    run.add_argument("--dry-run", action="store_true", help="exercise everything in seconds: 2 epochs of "
+                     f"{DRY_RUN_STEPS_PER_EPOCH} steps, the second one resumed from a checkpoint")
+    run.add_argument("--export", metavar="PATH", help="at the end, also write the best weights without optimizer "
+                     "state to PATH (a small file for the app)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_dataclass_arguments(parser, DataConfig, "data (DataConfig)")
+    add_dataclass_arguments(parser, TrainConfig, "training (TrainConfig)")
+    add_dataclass_arguments(parser, ModelConfig, "model (ModelConfig; defaults follow the dataset)")
+    return parser
+
+
+def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig, DataConfig]:
+    model_given, train_given, data_given = (given_fields(args, c) for c in (ModelConfig, TrainConfig, DataConfig))
+    if args.resume:
+        saved = rundir.read_config(args.run)
+        model_config = ModelConfig.from_dict(saved["model"])
+        changed = [name for name, value in model_given.items() if getattr(model_config, name) != value]
+        if changed:
+            raise ValueError(f"cannot change the architecture of a resumed run (--{changed[0].replace('_', '-')})")
+        return (model_config, TrainConfig(**{**saved["train"], **train_given}),
+                DataConfig(**{**saved["data"], **data_given}))
+    data_config = DataConfig(**data_given)
+    return default_model_config(data_config.dataset, **model_given), TrainConfig(**train_given), data_config
+
+
+def _summary(result: TrainResult) -> str:
+    def describe(metrics: dict[str, Any]) -> str:
+        accuracy = "n/a" if metrics.get("accuracy") is None else f"{100 * metrics['accuracy']:.2f}%"
+        return f"val accuracy {accuracy}, reconstruction MSE {metrics['rec']:.5f} (epoch {metrics['epoch']})"
+    lines = [f"{result.state}: {result.message}"]
+    if result.last_eval:
+        lines.append(f"last: {describe(result.last_eval)}")
+    if result.best_eval:
+        lines.append(f"best: {describe(result.best_eval)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.resume and not args.run:
+            raise ValueError("--resume needs --run DIR")
+        model_config, train_config, data_config = _configs(args)
+        run = args.run or (tempfile.mkdtemp(prefix="swwae-dry-run-") if args.dry_run else
+                           os.path.join("runs", f"{data_config.dataset.replace(':', '-').replace('/', '-')}-"
+                                                 f"{time.strftime('%Y%m%d-%H%M%S')}"))
+        common = dict(run_dir=run, progress=not args.quiet, export_path=args.export)
+        if args.dry_run:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            data_config = replace(data_config, max_train=DRY_RUN_STEPS_PER_EPOCH * train_config.batch_size * world,
+                                  max_val=DRY_RUN_VAL_SAMPLES)
+            train_config = replace(train_config, epochs=1, log_every=1, max_steps=0)
+            train(model_config, train_config, data_config, resume=args.resume, **{**common, "export_path": None})
+            train_config = replace(train_config, epochs=2)
+            result = train(model_config, train_config, data_config, resume=True, **common)
+            load_checkpoint(Path(run) / rundir.LAST_CHECKPOINT)  # the file must load back
+        else:
+            result = train(model_config, train_config, data_config, resume=args.resume, **common)
+    except (ValueError, TypeError, OSError, CheckpointError, rundir.RunDirError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(_summary(result))
+        print(f"run directory: {run}")
+    return EXIT_FAILED if result.state == "failed" else EXIT_OK

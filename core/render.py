@@ -1,0 +1,270 @@
+"""Numpy helpers that turn model tensors into pictures: mosaics, where colours, arrows, PNG panels.
+
+Pure functions of numpy arrays (no Streamlit, no plotting library), so the dashboard only arranges their output
+and the benchmark and tests can call them directly.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = [
+    "Mosaic", "mosaic", "mosaic_columns", "where_colors", "where_mosaic", "where_legend", "where_arrows", "display_image",
+    "diverging_rgb", "Tile", "difference_tile", "stage_difference", "recon_tiles", "swap_tiles", "panel_png", "swap_grid",
+]
+
+# Colours of the four corners of a pooling window (row, col): (0, 0), (0, 1), (1, 0), (1, 1) as fractions.
+# A where at (row, col) gets the bilinear blend of the corners, so hard switches get distinct colours and soft
+# (continuous) offsets get the colour in between.
+_CORNERS = np.array([
+    [[0.16, 0.44, 0.96], [0.98, 0.70, 0.08]],  # top-left blue, top-right amber
+    [[0.90, 0.16, 0.40], [0.16, 0.74, 0.38]],  # bottom-left crimson, bottom-right green
+], dtype=np.float32)
+_DIM = np.array([0.12, 0.12, 0.14], dtype=np.float32)  # colour of a switch whose what is zero
+_GAP = np.array([1.0, 1.0, 1.0], dtype=np.float32)  # padding between mosaic tiles (white, like the page)
+
+
+@dataclass
+class Mosaic:
+    """C maps tiled into one picture, row-major, with `pad` pixels between tiles.
+
+    image: (R, W) float with NaN in the gaps, or (R, W, 3) float RGB with white gaps.
+    channel: (R, W) int, the channel each pixel shows (-1 in the gaps), for hover text.
+    """
+
+    image: np.ndarray
+    channel: np.ndarray
+    columns: int
+    rows: int
+    tile: tuple[int, int]  # (h, w) of one map
+    pad: int
+
+    def origin(self, channel: int) -> tuple[int, int]:
+        """(top, left) pixel of `channel`'s tile."""
+        row, col = divmod(channel, self.columns)
+        return row * (self.tile[0] + self.pad), col * (self.tile[1] + self.pad)
+
+
+def mosaic_columns(count: int) -> int:
+    """A power of two near sqrt(count): 32 -> 8 (4 rows), 64 -> 8, 128 -> 16 (8 rows); wider than tall."""
+    if count <= 1:
+        return 1
+    return min(count, 2 ** math.ceil(math.log2(math.sqrt(count))))
+
+
+def mosaic(maps: np.ndarray, columns: int | None = None, pad: int = 1) -> Mosaic:
+    """(C, h, w) or (C, h, w, 3) -> Mosaic with `columns` tiles per row (default `mosaic_columns(C)`)."""
+    if maps.ndim not in (3, 4):
+        raise ValueError(f"expected maps (C, h, w) or (C, h, w, 3), got shape {maps.shape}")
+    count, h, w = maps.shape[:3]
+    columns = columns or mosaic_columns(count)
+    rows = math.ceil(count / columns)
+    height, width = rows * (h + pad) - pad, columns * (w + pad) - pad
+    rgb = maps.ndim == 4
+    image = np.empty((height, width, 3) if rgb else (height, width), dtype=np.float32)
+    image[...] = _GAP if rgb else np.nan
+    channel = np.full((height, width), -1, dtype=np.int32)
+    layout = Mosaic(image, channel, columns, rows, (h, w), pad)
+    for index in range(count):
+        top, left = layout.origin(index)
+        image[top:top + h, left:left + w] = maps[index]
+        channel[top:top + h, left:left + w] = index
+    return layout
+
+
+def where_colors(offsets: np.ndarray, pool_size: int, strength: np.ndarray | None = None) -> np.ndarray:
+    """Where offsets (..., 2) as (row, col) inside a pool_size window -> RGB (..., 3) float in [0, 1].
+
+    `strength` (...,) in [0, 1] fades each switch towards dark grey: a switch whose what is 0 (a dead ReLU)
+    points at an arbitrary cell and should not draw the eye.
+    """
+    span = max(pool_size - 1, 1)
+    frac = np.clip(offsets.astype(np.float32) / span, 0.0, 1.0)  # (..., 2) in [0, 1]
+    r, c = frac[..., 0:1], frac[..., 1:2]  # (..., 1) each
+    colors = ((1 - r) * (1 - c) * _CORNERS[0, 0] + (1 - r) * c * _CORNERS[0, 1]
+              + r * (1 - c) * _CORNERS[1, 0] + r * c * _CORNERS[1, 1])  # (..., 3)
+    if strength is not None:
+        s = np.clip(strength, 0.0, 1.0)[..., None].astype(np.float32)
+        colors = s * colors + (1 - s) * _DIM
+    return colors
+
+
+def where_mosaic(offsets: np.ndarray, what: np.ndarray, pool_size: int, *, fade: bool = True,
+                 columns: int | None = None) -> tuple[Mosaic, np.ndarray]:
+    """A stage's where maps as one RGB mosaic, plus per-pixel hover data.
+
+    offsets: (C, h, w, 2) (row, col) in the window; what: (C, h, w). With `fade`, a switch fades to dark grey as
+    its what goes to 0 (full colour from half the stage's largest what up).
+    -> (Mosaic of (C, h, w, 3) colours, custom (R, W, 6) float: channel, cell row, cell col, switch row,
+    switch col, what; NaN in the gaps).
+    """
+    strength = None
+    if fade:
+        peak = float(what.max(initial=0.0))
+        strength = np.clip(what / (0.5 * peak), 0.0, 1.0) if peak > 0 else np.zeros_like(what)
+    layout = mosaic(where_colors(offsets, pool_size, strength), columns)
+    count, h, w = what.shape
+    rows, cols = np.indices((h, w))  # (h, w) each
+    custom = np.full(layout.channel.shape + (6,), np.nan, dtype=np.float32)
+    for index in range(count):
+        top, left = layout.origin(index)
+        cell = np.stack([np.full((h, w), index), rows, cols, offsets[index, ..., 0], offsets[index, ..., 1],
+                         what[index]], axis=-1)  # (h, w, 6)
+        custom[top:top + h, left:left + w] = cell
+    return layout, custom
+
+
+def where_legend(pool_size: int, continuous: bool = False, cell: int = 24) -> np.ndarray:
+    """The key of `where_colors`: one pooling window, (pool_size*cell, pool_size*cell, 3) float RGB.
+
+    Hard: pool_size x pool_size flat cells. Continuous (soft where): a smooth ramp over the window.
+    """
+    side = pool_size * cell
+    if continuous:
+        grid = (np.arange(side, dtype=np.float32) + 0.5) / side * pool_size - 0.5  # pixel -> offset
+    else:
+        grid = np.repeat(np.arange(pool_size, dtype=np.float32), cell)  # (side,)
+    offsets = np.stack(np.meshgrid(grid, grid, indexing="ij"), axis=-1)  # (side, side, 2) as (row, col)
+    return where_colors(offsets, pool_size)
+
+
+def where_arrows(offsets: np.ndarray, pool_size: int, layout: Mosaic, mask: np.ndarray | None = None,
+                 length: float = 0.8) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Quiver of the switches over a where mosaic: each cell's arrow points from the cell centre towards where
+    its value came from in the pooling window.
+
+    offsets: (C, h, w, 2) (row, col); mask (C, h, w) bool, arrows drawn only where True.
+    -> (x, y) of line segments separated by NaN (one polyline trace), and (tip_x, tip_y), in mosaic pixels.
+    """
+    count, h, w = offsets.shape[:3]
+    keep = np.ones((count, h, w), dtype=bool) if mask is None else mask.astype(bool)
+    channel, row, col = np.nonzero(keep)  # (K,) each
+    tops = (channel // layout.columns) * (layout.tile[0] + layout.pad)
+    lefts = (channel % layout.columns) * (layout.tile[1] + layout.pad)
+    centre = (pool_size - 1) / 2
+    start_x, start_y = (lefts + col).astype(np.float32), (tops + row).astype(np.float32)  # (K,)
+    step = offsets[channel, row, col]  # (K, 2)
+    reach = length / max(pool_size - 1, 1)  # a corner switch gives an arrow of `length` / 2 pixels per axis
+    tip_x = start_x + (step[:, 1] - centre) * reach
+    tip_y = start_y + (step[:, 0] - centre) * reach
+    nan = np.full_like(start_x, np.nan)
+    x = np.stack([start_x, tip_x, nan], axis=1).ravel()  # (3K,): start, tip, gap
+    y = np.stack([start_y, tip_y, nan], axis=1).ravel()
+    return x, y, tip_x, tip_y
+
+
+def display_image(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) model image -> (H, W) grayscale or (H, W, 3) RGB float in [0, 1], ready to draw."""
+    if image.ndim == 2:
+        return np.clip(image, 0.0, 1.0)
+    if image.shape[0] == 1:
+        return np.clip(image[0], 0.0, 1.0)
+    if image.shape[0] == 3:
+        return np.clip(np.transpose(image, (1, 2, 0)), 0.0, 1.0)
+    raise ValueError(f"expected an image (1|3, H, W), got shape {image.shape}")
+
+
+def diverging_rgb(values: np.ndarray, scale: float) -> np.ndarray:
+    """Signed (H, W) -> RGB (H, W, 3): blue for negative, white at 0, red for positive; |v| = scale saturates."""
+    t = np.clip(values / (scale if scale > 0 else 1.0), -1.0, 1.0)[..., None].astype(np.float32)
+    red, blue, white = np.array([0.80, 0.10, 0.15]), np.array([0.10, 0.30, 0.80]), np.ones(3)
+    return np.where(t >= 0, white + t * (red - white), white - t * (blue - white)).astype(np.float32)
+
+
+def swap_grid(images: np.ndarray, recons: np.ndarray, pad: int = 1) -> np.ndarray:
+    """A swap matrix as one picture: row 0 holds the where sources, column 0 the what sources.
+
+    images: (K, C, H, W); recons: (K, K, C, H, W), cell (i, j) = what of i with where of j.
+    -> ((K+1)(H+pad), (K+1)(W+pad)) or (..., 3) float, NaN / white in the gaps and the empty corner.
+    """
+    k = images.shape[0]
+    tiles = [display_image(np.full_like(images[0], np.nan))]  # empty corner
+    tiles += [display_image(image) for image in images]  # where sources along the top
+    for i in range(k):
+        tiles += [display_image(images[i])] + [display_image(recons[i, j]) for j in range(k)]
+    return mosaic(np.stack(tiles), columns=k + 1, pad=pad).image
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+@dataclass
+class Tile:
+    """One titled picture of a panel: an image in [0, 1], or a signed map drawn on a diverging scale."""
+
+    title: str
+    image: np.ndarray  # (H, W) or (H, W, 3)
+    signed: bool = False
+    scale: float = 1.0  # |value| that saturates a signed map
+
+
+def difference_tile(title: str, image: np.ndarray, reference: np.ndarray) -> Tile:
+    """image - reference for two model images (C, H, W) (averaged over channels), as a signed tile."""
+    diff = (image.astype(np.float32) - reference.astype(np.float32)).mean(0)  # (H, W)
+    return Tile(title, diff, signed=True, scale=max(float(np.abs(diff).max(initial=0.0)), 1e-6))
+
+
+def stage_difference(hidden: np.ndarray, what: np.ndarray) -> np.ndarray:
+    """hidden - what for one stage's maps (C, h, w): what the L2M term penalises, per position."""
+    return hidden.astype(np.float32) - what.astype(np.float32)
+
+
+def recon_tiles(image: np.ndarray, recon: np.ndarray) -> list[Tile]:
+    """Input, reconstruction and their difference, from (C, H, W) arrays."""
+    return [Tile("input", display_image(image)), Tile("reconstruction", display_image(recon)),
+            difference_tile("reconstruction - input", recon, image)]
+
+
+def swap_tiles(a: np.ndarray, b: np.ndarray, result) -> list[Tile]:
+    """The Swap page's panel from A, B (C, H, W) and a core.experiments.SwapResult (tensors on any device)."""
+    arrays = {name: getattr(result, name).detach().float().cpu().numpy()
+              for name in ("recon_a", "recon_b", "what_a_where_b", "what_b_where_a", "no_where_a", "no_where_b")}
+    return [
+        Tile("A", display_image(a)), Tile("recon(A)", display_image(arrays["recon_a"])),
+        Tile("what A + where B", display_image(arrays["what_a_where_b"])),
+        Tile("no-where recon(A)", display_image(arrays["no_where_a"])),
+        difference_tile("(what A + where B) - recon(A)", arrays["what_a_where_b"], arrays["recon_a"]),
+        Tile("B", display_image(b)), Tile("recon(B)", display_image(arrays["recon_b"])),
+        Tile("what B + where A", display_image(arrays["what_b_where_a"])),
+        Tile("no-where recon(B)", display_image(arrays["no_where_b"])),
+        difference_tile("(what B + where A) - recon(B)", arrays["what_b_where_a"], arrays["recon_b"]),
+    ]
+
+
+def panel_png(tiles: list[Tile], columns: int, scale: int = 6) -> bytes:
+    """Titled tiles -> PNG bytes. Pixels are upscaled by `scale` without smoothing (crisp model pixels)."""
+    font = _font(13)
+    title_height, margin = 22, 10
+    h, w = tiles[0].image.shape[:2]
+    cell_w = max(w * scale, int(draw_width(font, max((t.title for t in tiles), key=len))) + 4)
+    cell_h = h * scale + title_height
+    rows = math.ceil(len(tiles) / columns)
+    canvas = Image.new("RGB", (columns * (cell_w + margin) + margin, rows * (cell_h + margin) + margin), "white")
+    draw = ImageDraw.Draw(canvas)
+    for index, tile in enumerate(tiles):
+        if tile.signed:
+            rgb = diverging_rgb(tile.image if tile.image.ndim == 2 else tile.image.mean(-1), tile.scale)
+        else:
+            rgb = np.repeat(tile.image[..., None], 3, axis=-1) if tile.image.ndim == 2 else tile.image
+        pixels = (np.clip(np.nan_to_num(rgb, nan=1.0), 0, 1) * 255).round().astype(np.uint8)  # (H, W, 3)
+        pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1)  # (H*s, W*s, 3)
+        row, col = divmod(index, columns)
+        left, top = margin + col * (cell_w + margin), margin + row * (cell_h + margin)
+        draw.text((left + cell_w // 2, top + title_height // 2), tile.title, fill="black", font=font, anchor="mm")
+        canvas.paste(Image.fromarray(pixels), (left + (cell_w - w * scale) // 2, top + title_height))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def draw_width(font: ImageFont.ImageFont, text: str) -> float:
+    left, _, right, _ = font.getbbox(text)
+    return right - left

@@ -1,0 +1,531 @@
+"""Train an SWWAE: one engine for the dashboard, the terminal and a multi-GPU server.
+
+    python -m core.train --dataset mnist5k --labels 100 --epochs 10 --run runs/demo
+    torchrun --nproc_per_node 4 -m core.train --dataset cifar10 --run runs/cifar   # DDP, rank 0 writes
+
+`train()` reports through the run directory (core.rundir) and an optional callback; it knows nothing of any UI.
+Modes: 'supervised' trains on the labeled samples only; 'semi-supervised' on all, the ones without a kept label
+(DataConfig.labels) carrying -1; 'unsupervised' on all with no labels and lambda_nll off.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from core import rundir
+from core.batches import DeviceBatches, StreamBatches, random_shift
+from core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from core.distributed import DistContext, all_reduce_sum, broadcast_buffers, init_distributed
+from core.data import NATIVE_SHAPES, DataConfig, fits_in_memory, materialize, open_split
+from core.losses import UNLABELED, swwae_loss
+from core.model import SWWAE, ModelConfig, digits_config, rgb32_config
+
+__all__ = ["TrainConfig", "TrainResult", "MODES", "train", "evaluate", "learning_rate", "resolve_device",
+           "default_model_config", "build_optimizer", "loss_term_names"]
+
+MODES = ("supervised", "semi-supervised", "unsupervised")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("cosine", "none")
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+SEED_STRIDE = 1_000  # per-rank seeds: seed * SEED_STRIDE + rank
+
+
+@dataclass
+class TrainConfig:
+    """How a model is trained. Plain-type fields, so it goes into checkpoints and config.json as is."""
+
+    mode: str = "semi-supervised"  # supervised | semi-supervised | unsupervised (see the module docstring)
+    lambda_nll: float = 1.0  # weight of the classification loss (forced to 0 when unsupervised)
+    lambda_rec: float = 1.0  # weight of the image reconstruction loss
+    lambda_mid: float = 0.2  # weight of the intermediate (what) reconstruction losses
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3  # peak learning rate
+    min_lr: float = 0.0  # learning rate at the end of the cosine schedule
+    warmup_steps: int = 0  # linear warm-up from 0 over this many steps
+    schedule: str = "cosine"  # cosine | none
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # clip the gradient norm to this value (0 = off)
+    epochs: int = 10
+    batch_size: int = 64  # per process
+    max_steps: int = 0  # stop (finished) after this many steps in all (0 = no limit)
+    seed: int = 0
+    device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:1 | mps
+    bf16: bool = True  # bfloat16 autocast on CUDA (ignored elsewhere)
+    log_every: int = 20  # steps between metrics records
+    checkpoint_every: int = 0  # steps between last.pt writes besides every epoch end (0 = epochs only)
+    eval_batch_size: int = 256
+    samples: int = 8  # validation images in each reconstruction PNG
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("mode", MODES), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "log_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "momentum", "warmup_steps", "max_steps",
+                     "checkpoint_every", "samples", "lambda_nll", "lambda_rec", "lambda_mid"):
+            if not getattr(self, name) >= 0:  # also refuses NaN
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def lambdas(self) -> dict[str, float]:
+        return {"lambda_nll": 0.0 if self.mode == "unsupervised" else self.lambda_nll,
+                "lambda_rec": self.lambda_rec, "lambda_mid": self.lambda_mid}
+
+
+@dataclass
+class TrainResult:
+    state: str  # finished | stopped | failed
+    step: int
+    epoch: int
+    message: str
+    model: SWWAE  # the trained model (unwrapped), on the training device
+    last_eval: dict[str, Any] = field(default_factory=dict)
+    best_eval: dict[str, Any] = field(default_factory=dict)
+
+
+def default_model_config(dataset: str, **overrides) -> ModelConfig:
+    """The default architecture for a dataset: digits (1x28) for MNIST-likes, RGB (3x32 / 3x96) otherwise."""
+    channels, size = NATIVE_SHAPES.get(dataset, (3, 32))
+    base = digits_config() if channels == 1 else rgb32_config(image_size=size)
+    return replace(base, **overrides)
+
+
+def resolve_device(name: str, *, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def learning_rate(step: int, *, config: TrainConfig, total_steps: int) -> float:
+    """nanoGPT-style: linear warm-up, then cosine decay from lr to min_lr over the remaining steps (or constant)."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.schedule == "none":
+        return config.lr
+    progress = min(1.0, (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def loss_term_names(model_config: ModelConfig) -> list[str]:
+    return ["total", "nll", "rec", "mid"] + [f"mid_{i}" for i in range(len(model_config.channels) - 1)]
+
+
+class _Objective(nn.Module):
+    """encode (trusted data: no finiteness host sync) + decode in one forward, so DDP sees a single call."""
+
+    def __init__(self, model: SWWAE):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor):
+        encoding = self.model.encode(images, check_finite=False)
+        return encoding, self.model.decode(encoding)
+
+
+def _autocast(device: torch.device, config: TrainConfig):
+    if device.type == "cuda" and config.bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: SWWAE, batches, *, config: TrainConfig, device: torch.device,
+             distributed: bool = False) -> dict[str, float]:
+    """Mean loss terms, reconstruction MSE ('rec') and accuracy over `batches` (an iterable of (x, y))."""
+    was_training = model.training
+    model.eval()
+    names = loss_term_names(model.config)
+    is_nll = torch.tensor([n == "nll" for n in names], device=device)  # (T,): nll is a mean over labeled samples
+    sums = torch.zeros(len(names) + 3, device=device)  # each term * its sample count, correct, labeled, count
+    try:
+        for images, labels in batches:
+            with _autocast(device, config):
+                encoding = model.encode(images, check_finite=False)
+                decoding = model.decode(encoding)
+            terms = swwae_loss(images, labels, encoding, decoding, **config.lambdas)
+            labeled = (labels != UNLABELED).sum().float()
+            count = torch.full_like(labeled, len(labels))
+            correct = ((encoding.logits.argmax(dim=1) == labels) & (labels != UNLABELED)).sum().float()
+            weights = torch.where(is_nll, labeled, count)  # (T,)
+            sums += torch.cat([torch.stack([terms[n].float() for n in names]) * weights,
+                               torch.stack([correct, labeled, count])])
+    finally:
+        model.train(was_training)
+    sums = all_reduce_sum(sums, distributed).tolist()
+    correct, labeled, count = sums[-3:]
+    metrics = {name: value / max(labeled if name == "nll" else count, 1) for name, value in zip(names, sums)}
+    metrics["accuracy"] = correct / labeled if labeled else None
+    return metrics
+
+
+# ---- the run -------------------------------------------------------------------------------------------------
+
+def _make_batches(data: DataConfig, model_config: ModelConfig, train: TrainConfig, split: str, *,
+                  ddp: DistContext, device: torch.device):
+    """DeviceBatches when the split fits `max_memory_mb`, else StreamBatches; applies the mode to the labels."""
+    shape = {"channels": model_config.in_channels, "image_size": model_config.image_size}
+    subset = open_split(data, split, **shape)
+    labels = subset.labels
+    if split == "train" and train.mode == "supervised":
+        subset = subset.take(torch.nonzero(labels != UNLABELED).flatten())
+    elif split == "train" and train.mode == "unsupervised":
+        subset = subset.take(torch.arange(len(labels)), torch.full_like(labels, UNLABELED))
+    batch_size = train.batch_size if split == "train" else train.eval_batch_size
+    if split == "train" and len(subset) // ddp.world_size < batch_size:
+        raise ValueError(f"only {len(subset)} training samples for {ddp.world_size} process(es), fewer than "
+                         f"batch_size {batch_size} each; lower --batch-size or keep more --labels")
+    common = dict(batch_size=batch_size, seed=train.seed, rank=ddp.rank, world_size=ddp.world_size, device=device)
+    if fits_in_memory(subset, max_memory_mb=data.max_memory_mb):
+        return DeviceBatches(materialize(subset), subset.labels, **common)
+    return StreamBatches(subset, workers=data.workers, **common)
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, checkpoint: Checkpoint, config: TrainConfig) -> None:
+    """Load the saved optimizer state when the optimizer kind is unchanged (else start it afresh); the
+    hyperparameters of `config` win over the saved ones, so a resume may change them."""
+    saved_kind = (checkpoint.train_config or {}).get("optimizer")
+    if checkpoint.optimizer_state is None or saved_kind != config.optimizer:
+        return
+    optimizer.load_state_dict(checkpoint.optimizer_state)
+    for group in optimizer.param_groups:
+        group["weight_decay"] = config.weight_decay
+        if "momentum" in group:
+            group["momentum"] = config.momentum
+
+
+def _rng_state(augment: torch.Generator) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state(), "augment": augment.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], augment: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    augment.set_state(state["augment"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+class _StopSignal:
+    """SIGINT/SIGTERM set a flag (the loop finishes its step); a second SIGINT interrupts at once."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopSignal":
+        if threading.current_thread() is threading.main_thread():  # signals only reach the main thread
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.event.set()
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def _prepare_run_dir(run_dir: Path, *, resume: bool) -> None:
+    rundir.check_not_running(run_dir)
+    if not resume and (run_dir / rundir.LAST_CHECKPOINT).exists():
+        raise rundir.RunDirError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run")
+    if resume and not (run_dir / rundir.LAST_CHECKPOINT).exists():
+        raise rundir.RunDirError(f"nothing to resume: {run_dir / rundir.LAST_CHECKPOINT} does not exist")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.clear_stop(run_dir)
+
+
+def train(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    data_config: DataConfig,
+    *,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    progress: bool = False,
+    export_path: str | os.PathLike | None = None,
+) -> TrainResult:
+    """Train from scratch (or from run_dir/last.pt when `resume`) and return how it ended.
+
+    Rank 0 writes the run directory (if given) and calls `on_record` with each metrics record. The run stops
+    ('stopped') on SIGINT/SIGTERM, a STOP file in run_dir or `should_stop()`, after finishing its step;
+    it fails ('failed', result returned, not raised) on a non-finite loss, keeping the last good checkpoint.
+    `export_path`: at the end, also write the best weights (no optimizer state) there, e.g. a shipped model.
+    Raises ValueError / CheckpointError / RunDirError / DatasetUnavailable for bad input.
+    """
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    ddp = init_distributed(use_cuda=resolve_device(train_config.device, local_rank=local_rank).type == "cuda")
+    run_dir = Path(run_dir) if run_dir is not None else None
+    try:
+        with _StopSignal() as stop_signal:
+            return _run(model_config, train_config, data_config, ddp=ddp, stop_signal=stop_signal, run_dir=run_dir,
+                        resume=resume, on_record=on_record, should_stop=should_stop, progress=progress,
+                        export_path=export_path)
+    except BaseException as exc:  # leave no "running" status behind a dead run
+        status = rundir.read_status(run_dir) if run_dir is not None and ddp.is_main else None
+        if status and status.get("state") == "running" and status.get("pid") == os.getpid():
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            rundir.write_status(run_dir, "failed", step=status["step"], epoch=status["epoch"],
+                                message=f"{type(exc).__name__}: {reason}")
+        raise
+    finally:
+        ddp.close()
+
+
+def _run(model_config, train_config, data_config, *, ddp, stop_signal, run_dir, resume, on_record, should_stop,
+         progress, export_path) -> TrainResult:
+    tc = train_config
+    device = resolve_device(tc.device, local_rank=ddp.local_rank)
+    writer = run_dir if ddp.is_main else None  # rank 0 alone writes
+    if writer is not None:
+        _prepare_run_dir(writer, resume=resume)
+    elif resume and run_dir is not None and not (run_dir / rundir.LAST_CHECKPOINT).exists():
+        raise rundir.RunDirError(f"nothing to resume: {run_dir / rundir.LAST_CHECKPOINT} does not exist")
+
+    torch.manual_seed(tc.seed * SEED_STRIDE + ddp.rank)
+    checkpoint: Checkpoint | None = load_checkpoint(run_dir / rundir.LAST_CHECKPOINT) if resume else None
+    if checkpoint is not None and asdict(checkpoint.model_config) != asdict(model_config):
+        raise ValueError(f"the model config differs from the one {run_dir} was trained with; resume without "
+                         "architecture options")
+    model = (checkpoint.model if checkpoint is not None else SWWAE(model_config)).to(device).train()
+    train_batches = _make_batches(data_config, model_config, tc, "train", ddp=ddp, device=device)
+    val_batches = _make_batches(data_config, model_config, tc, "val", ddp=ddp, device=device)
+    steps_per_epoch = train_batches.steps_per_epoch
+    total_steps = tc.epochs * steps_per_epoch if not tc.max_steps else min(tc.max_steps, tc.epochs * steps_per_epoch)
+    optimizer = build_optimizer(model, tc)
+    augment = torch.Generator(device=device).manual_seed(tc.seed * SEED_STRIDE + ddp.rank)
+    step, epoch, wall_before = 0, 0, 0.0
+    best_eval: dict[str, Any] = {}
+    if checkpoint is not None:
+        step, epoch = checkpoint.step, checkpoint.epoch
+        _restore_optimizer(optimizer, checkpoint, tc)
+        if checkpoint.rng_state is not None and ddp.is_main:
+            _set_rng_state(checkpoint.rng_state, augment)
+        elif ddp.enabled:
+            torch.manual_seed(tc.seed * SEED_STRIDE + ddp.rank + step)
+            augment.manual_seed(tc.seed * SEED_STRIDE + ddp.rank + step)
+        saved_steps_per_epoch = checkpoint.metrics.get("steps_per_epoch", steps_per_epoch)
+        if saved_steps_per_epoch != steps_per_epoch:
+            raise ValueError(f"{run_dir} was trained with {saved_steps_per_epoch} steps per epoch, now it would be "
+                             f"{steps_per_epoch}; resume with the same batch size, data and process count")
+        wall_before = float(checkpoint.metrics.get("wall_time", 0.0))
+        best_eval = dict(checkpoint.metrics.get("best_eval") or {})
+    sample_images = next(iter(val_batches.in_order()))[0][:tc.samples] if writer is not None else None
+
+    configs = {"model": asdict(model_config), "train": asdict(tc), "data": asdict(data_config)}
+    if writer is not None:
+        rundir.write_config(writer, **configs)
+        if checkpoint is not None:
+            rundir.append_metrics(writer, {"kind": "resume", "step": step, "time": time.time()})
+    lambdas = tc.lambdas
+    net: nn.Module = _Objective(model)
+    if ddp.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=lambdas["lambda_nll"] == 0)  # the classifier head gets no gradient then
+    names = loss_term_names(model_config)
+    started = time.time()
+    progress_bar = None
+    if progress and ddp.is_main:
+        from tqdm import tqdm
+        progress_bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True)
+
+    def status(state: str, message: str = "") -> None:
+        if writer is not None:
+            rundir.write_status(writer, state, step=step, epoch=epoch, message=message, epochs=tc.epochs,
+                                steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+
+    def emit(record: dict[str, Any]) -> None:
+        record.update(wall_time=wall_before + time.time() - started, time=time.time())
+        if writer is not None:
+            rundir.append_metrics(writer, record)
+        if on_record is not None and ddp.is_main:
+            on_record(record)
+
+    def save(path_name: str, last_eval: dict[str, Any]) -> None:
+        if writer is None:
+            return
+        save_checkpoint(writer / path_name, model, optimizer=optimizer, train_config=configs["train"],
+                        data_config=configs["data"], step=step, epoch=epoch, rng_state=_rng_state(augment),
+                        metrics={"wall_time": wall_before + time.time() - started, "last_eval": last_eval,
+                                 "best_eval": best_eval, "steps_per_epoch": steps_per_epoch})
+
+    # Per-step bookkeeping stays on the device; the host reads it only when it logs (no per-step sync).
+    window = torch.zeros(len(names) + 2, device=device)  # summed terms, correct, labeled
+    first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+    bad_terms = torch.zeros(len(names), dtype=torch.bool, device=device)
+    window_steps, window_images, window_start = 0, 0, time.time()
+    last_eval: dict[str, Any] = dict(checkpoint.metrics.get("last_eval") or {}) if checkpoint is not None else {}
+
+    def flush() -> tuple[str | None, bool]:
+        """Log the window; returns (a non-finite-loss message or None, whether any rank asked to stop)."""
+        nonlocal window_steps, window_images, window_start
+        local_stop = stop_signal.event.is_set() or (should_stop is not None and should_stop()) or (
+            writer is not None and rundir.stop_requested(writer))
+        flags = torch.tensor([float(first_bad_step >= 0), float(local_stop)], device=device)
+        summed = all_reduce_sum(torch.cat([window, flags]), ddp.enabled).tolist()
+        any_bad, any_stop = summed[-2] > 0, summed[-1] > 0
+        if window_steps:
+            elapsed = time.time() - window_start
+            correct, labeled = summed[len(names)], summed[len(names) + 1]
+            record = {"kind": "step", "step": step, "epoch": epoch}
+            record.update({n: v / (window_steps * ddp.world_size) for n, v in zip(names, summed)})
+            record.update(accuracy=correct / labeled if labeled else None, lr=optimizer.param_groups[0]["lr"],
+                          images_per_s=window_images * ddp.world_size / max(elapsed, 1e-9))
+            emit(record)
+            if progress_bar is not None:
+                progress_bar.set_postfix(loss=f"{record['total']:.4f}", epoch=epoch)
+        window.zero_()
+        window_steps, window_images, window_start = 0, 0, time.time()
+        if not any_bad:
+            return None, any_stop
+        if int(first_bad_step) < 0:
+            return "non-finite loss on another rank", any_stop
+        bad = [n for n, is_bad in zip(names, bad_terms.tolist()) if is_bad]
+        culprits = [n for n in bad if n != "total"] or bad  # name the term(s) that made the total non-finite
+        return f"non-finite loss at step {int(first_bad_step)} (term {', '.join(culprits)})", any_stop
+
+    def finish(state: str, message: str) -> TrainResult:
+        if progress_bar is not None:
+            progress_bar.close()
+        status(state, message)
+        if export_path is not None and ddp.is_main and state != "failed":
+            source = writer / rundir.BEST_CHECKPOINT if writer is not None else None
+            best = load_checkpoint(source).model if source is not None and source.exists() else model
+            save_checkpoint(export_path, best, train_config=configs["train"], data_config=configs["data"],
+                            step=step, epoch=epoch, metrics={"best_eval": best_eval or last_eval})
+        return TrainResult(state, step, epoch, message, model, last_eval, best_eval)
+
+    status("running", "resumed" if checkpoint is not None else "started")
+    if step >= total_steps:
+        return finish("finished", f"already trained {step} of {total_steps} steps")
+    while epoch < tc.epochs and step < total_steps:
+        model.train()
+        for images, labels in train_batches.epoch(epoch, start_step=step - epoch * steps_per_epoch):
+            lr = learning_rate(step, config=tc, total_steps=total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images = random_shift(images, data_config.shift, augment)  # (B, C, H, W)
+            with _autocast(device, tc):
+                encoding, decoding = net(images)
+            terms = swwae_loss(images, labels, encoding, decoding, **lambdas)
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            if tc.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            optimizer.step()
+
+            stacked = torch.stack([terms[n].detach().float() for n in names])  # (T,)
+            finite = torch.isfinite(stacked)
+            newly_bad = (first_bad_step < 0) & ~finite.all()
+            bad_terms = torch.where(newly_bad, ~finite, bad_terms)
+            first_bad_step = torch.where(newly_bad, step + 1, first_bad_step)  # numbered like the records
+            labeled = labels != UNLABELED
+            correct = ((encoding.logits.detach().argmax(dim=1) == labels) & labeled).sum()
+            window += torch.cat([stacked, torch.stack([correct, labeled.sum()]).float()])
+            step += 1
+            window_steps += 1
+            window_images += len(labels)
+            if progress_bar is not None:
+                progress_bar.update(1)
+
+            # Single process: look for a stop request every step (cheap, no device sync). DDP: at log steps,
+            # where all ranks agree through the all-reduce, so they stop at the same step.
+            local_stop = not ddp.enabled and (stop_signal.event.is_set() or (should_stop is not None and should_stop())
+                                              or (writer is not None and rundir.stop_requested(writer)))
+            end_of_epoch = step % steps_per_epoch == 0
+            if local_stop or step % tc.log_every == 0 or end_of_epoch or step >= total_steps:
+                failure, stop = flush()
+                if failure:
+                    return finish("failed", failure)
+                if stop:
+                    save(rundir.LAST_CHECKPOINT, last_eval)
+                    if writer is not None:
+                        rundir.clear_stop(writer)
+                    return finish("stopped", f"stopped at step {step}")
+                if tc.checkpoint_every and step % tc.checkpoint_every == 0 and not end_of_epoch:
+                    save(rundir.LAST_CHECKPOINT, last_eval)
+                status("running")
+            if step >= total_steps:
+                break
+        if step == (epoch + 1) * steps_per_epoch:  # the epoch ran to its end (not cut short by max_steps)
+            epoch += 1
+        last_eval = _evaluate_and_log(model, val_batches, tc, device, ddp, step=step, epoch=epoch,
+                                      best_eval=best_eval, emit=emit, writer=writer, sample_images=sample_images)
+        if last_eval.get("best"):
+            best_eval = last_eval
+            save(rundir.BEST_CHECKPOINT, last_eval)
+        save(rundir.LAST_CHECKPOINT, last_eval)
+        window_start = time.time()  # evaluation time is not training throughput
+    return finish("finished", f"trained {step} steps, {epoch} epochs")
+
+
+def _is_better(current: dict[str, Any], best: dict[str, Any], *, by_accuracy: bool) -> bool:
+    """Higher validation accuracy wins (lower total breaks ties); unsupervised, lower reconstruction error."""
+    if not best:
+        return True
+    if by_accuracy and current.get("accuracy") is not None and best.get("accuracy") is not None:
+        return (current["accuracy"], -current["total"]) > (best["accuracy"], -best["total"])
+    return current["rec"] < best["rec"]
+
+
+def _evaluate_and_log(model, val_batches, tc, device, ddp, *, step, epoch, best_eval, emit, writer,
+                      sample_images) -> dict[str, Any]:
+    """Evaluate on the validation batches, emit the "eval" record (marked best or not), write the samples PNG."""
+    if ddp.enabled:  # BatchNorm running stats drift per rank; evaluate everyone with rank 0's
+        broadcast_buffers(model)
+    metrics = evaluate(model, val_batches.in_order(), config=tc, device=device, distributed=ddp.enabled)
+    record = {"kind": "eval", "step": step, "epoch": epoch, **metrics}
+    record["best"] = _is_better(record, best_eval, by_accuracy=tc.mode != "unsupervised")
+    emit(record)
+    if writer is not None and sample_images is not None and len(sample_images):
+        model.eval()
+        with torch.no_grad(), _autocast(device, tc):
+            recon = model.decode(model.encode(sample_images, check_finite=False)).recon  # (S, C, H, W)
+        model.train()
+        rundir.write_samples(writer, epoch, sample_images, recon)
+    return record
+
+
+if __name__ == "__main__":
+    from core.cli import main  # the command line lives there; this file stays the engine
+
+    sys.exit(main())
