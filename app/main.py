@@ -23,6 +23,8 @@ PAGES = [
     st.Page("views/layers.py", title="Layers", icon=":material/layers:", default=True),
     st.Page("views/swap.py", title="Swap", icon=":material/swap_horiz:"),
     st.Page("views/attribution.py", title="Attribution", icon=":material/insights:"),
+    st.Page("views/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("views/runs.py", title="Runs", icon=":material/monitoring:"),
 ]
 page = st.navigation(PAGES)
 sidebar.render()

@@ -11,6 +11,8 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from core.losses import UNLABELED
+
 __all__ = ["epoch_order", "random_shift", "DeviceBatches", "StreamBatches"]
 
 
@@ -40,13 +42,24 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
 
 
 class DeviceBatches:
-    """A dataset held on the device as tensors, batched by indexing: no worker processes, no host copies."""
+    """A dataset held on the device as tensors, batched by indexing: no worker processes, no host copies.
+
+    With `labeled_per_batch` = k > 0 (semi-supervised), every batch starts with k labeled samples, cycled
+    through the labeled pool in a seeded order, followed by batch_size - k samples of the epoch order whose
+    labels are dropped (-1): a fixed labeled/unlabeled mix however few labels there are.
+    """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu"):
+                 rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu", labeled_per_batch: int = 0):
         self.images = images.to(device)  # (N, C, H, W)
         self.labels = labels.to(device)  # (N,)
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.labeled_per_batch = labeled_per_batch
+        self.labeled = torch.nonzero(labels != UNLABELED).flatten()  # (L,) indices of the labeled samples
+        if labeled_per_batch and not 0 < labeled_per_batch <= batch_size:
+            raise ValueError(f"labeled_per_batch must be in 1..batch_size ({batch_size}), got {labeled_per_batch}")
+        if labeled_per_batch and len(self.labeled) == 0:
+            raise ValueError("labeled_per_batch needs labeled training samples, but none is labeled")
 
     @property
     def steps_per_epoch(self) -> int:
@@ -57,8 +70,23 @@ class DeviceBatches:
         order = epoch_order(len(self.labels), epoch=epoch, seed=self.seed, rank=self.rank,
                             world_size=self.world_size, batch_size=self.batch_size)
         order = order.to(self.images.device).view(-1, self.batch_size)  # (steps, B)
+        if self.labeled_per_batch:
+            yield from self._mixed(order, epoch, start_step)
+            return
         for index in order[start_step:]:
             yield self.images[index], self.labels[index]
+
+    def _mixed(self, order: torch.Tensor, epoch: int, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        steps, k = order.shape[0], self.labeled_per_batch
+        generator = torch.Generator().manual_seed((self.seed * 100_003 + epoch) * 1_009 + self.rank)
+        rounds = -(-steps * k // len(self.labeled))  # ceil: enough passes over the labeled pool
+        cycle = torch.cat([torch.randperm(len(self.labeled), generator=generator) for _ in range(rounds)])
+        labeled = self.labeled[cycle[: steps * k]].to(self.images.device).view(steps, k)  # (steps, k)
+        unlabeled = order[:, : self.batch_size - k]  # (steps, B - k)
+        dropped = torch.full((self.batch_size - k,), UNLABELED, dtype=self.labels.dtype, device=self.labels.device)
+        for step in range(start_step, steps):
+            index = torch.cat([labeled[step], unlabeled[step]])  # (B,)
+            yield self.images[index], torch.cat([self.labels[labeled[step]], dropped])
 
     def in_order(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's shard (every world_size-th sample), unshuffled, in batches; the last may be short."""

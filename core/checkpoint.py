@@ -30,6 +30,7 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointError", "Checkpoint", "save_ch
 
 FORMAT = "swwae"
 FORMAT_VERSION = 1
+READABLE_FILE_MODE = 0o644
 
 
 class CheckpointError(Exception):
@@ -55,6 +56,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, READABLE_FILE_MODE)  # mkstemp makes 0600; others (a dashboard, a reviewer) read these
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

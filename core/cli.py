@@ -117,15 +117,17 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig, DataCo
     return default_model_config(data_config.dataset, **model_given), TrainConfig(**train_given), data_config
 
 
+def _describe(metrics: dict[str, Any]) -> str:
+    accuracy = "n/a" if metrics.get("accuracy") is None else f"{100 * metrics['accuracy']:.2f}%"
+    return f"val accuracy {accuracy}, reconstruction MSE {metrics['rec']:.5f} (epoch {metrics['epoch']})"
+
+
 def _summary(result: TrainResult) -> str:
-    def describe(metrics: dict[str, Any]) -> str:
-        accuracy = "n/a" if metrics.get("accuracy") is None else f"{100 * metrics['accuracy']:.2f}%"
-        return f"val accuracy {accuracy}, reconstruction MSE {metrics['rec']:.5f} (epoch {metrics['epoch']})"
     lines = [f"{result.state}: {result.message}"]
     if result.last_eval:
-        lines.append(f"last: {describe(result.last_eval)}")
+        lines.append(f"last: {_describe(result.last_eval)}")
     if result.best_eval:
-        lines.append(f"best: {describe(result.best_eval)}")
+        lines.append(f"best: {_describe(result.best_eval)}")
     return "\n".join(lines)
 
 
@@ -157,4 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(_summary(result))
         print(f"run directory: {run}")
+        if args.export and result.state != "failed":
+            exported = load_checkpoint(args.export)
+            print(f"exported to {args.export} ({os.path.getsize(args.export) / 2**20:.1f} MB, weights only): "
+                  f"{_describe(exported.metrics['eval'])}")
     return EXIT_FAILED if result.state == "failed" else EXIT_OK

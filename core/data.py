@@ -59,6 +59,8 @@ class DataConfig:
     download: bool = True  # try to download a missing torchvision dataset into data_dir
     labels: int = -1  # training labels kept, balanced across classes (semi-supervised); -1 = all
     label_seed: int = 0  # which labels are kept
+    labeled_per_batch: int = 0  # semi-supervised: this many labeled samples in every training batch, cycled
+    #                             through the labeled pool, the rest of the batch unlabeled; 0 = batches as drawn
     shift: int = 0  # augmentation: random translation by up to this many pixels (0 = off)
     max_train: int = 0  # use only the first N training samples of a seeded shuffle (0 = all)
     max_val: int = 0  # use only the first N validation samples (0 = all)
@@ -68,7 +70,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.dataset not in NATIVE_SHAPES and not self.dataset.startswith(FOLDER_PREFIX):
             raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {', '.join(DATASETS)}")
-        for name in ("shift", "max_train", "max_val", "workers"):
+        for name in ("shift", "max_train", "max_val", "workers", "labeled_per_batch"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.labels < -1:

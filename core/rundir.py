@@ -15,14 +15,21 @@
                         {"kind": "resume", "step", "time"}
                           a run resumed from a checkpoint taken at `step`: records before this line with a
                           larger step (written after that checkpoint, before a crash) are void.
-                      "step" counts optimizer steps from 0; "epoch" is the number of finished epochs when the
+                      "step" is the number of optimizer steps done; "epoch" the number of finished epochs when the
                       record was written; "wall_time" is seconds of training so far (kept across resumes);
-                      "time" is Unix time. A reader must ignore a final line without a newline (being written).
+                      "time" is Unix time; a non-finite value is written as null (the file is strict JSON).
+                      A reader must ignore a final line without a newline (it is being written).
       status.json     {"state": "running" | "finished" | "stopped" | "failed", "pid", "host", "step", "epoch",
-                       "epochs", "steps_per_epoch", "message", "updated"}  (atomic; "updated" is Unix time)
+                       "message", "updated", "epochs", "steps_per_epoch", "total_steps"}
+                      written atomically at the start ("starting"), at every metrics record and at the end;
+                      "updated" is Unix time. "running" with a pid that no longer exists means the process died
+                      (kill -9, power loss): last.pt is still the last good checkpoint. "failed" messages name the
+                      cause, e.g. "non-finite loss at step 812 (term rec)".
       STOP            created by anyone to ask the run to stop after the current step (removed when honoured)
       samples/epoch_0001.png   at each evaluation: validation images (top row) over their reconstructions
-      last.pt, best.pt         checkpoints (core.checkpoint format), written atomically
+      last.pt, best.pt         checkpoints (core.checkpoint format), written atomically: last.pt at every epoch
+                               end, on stop and every TrainConfig.checkpoint_every steps; best.pt after an
+                               evaluation marked "best" (highest val accuracy; unsupervised: lowest rec)
 """
 from __future__ import annotations
 

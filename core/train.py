@@ -206,8 +206,12 @@ def _make_batches(data: DataConfig, model_config: ModelConfig, train: TrainConfi
         raise ValueError(f"only {len(subset)} training samples for {ddp.world_size} process(es), fewer than "
                          f"batch_size {batch_size} each; lower --batch-size or keep more --labels")
     common = dict(batch_size=batch_size, seed=train.seed, rank=ddp.rank, world_size=ddp.world_size, device=device)
+    mixed = split == "train" and train.mode == "semi-supervised" and data.labeled_per_batch > 0
     if fits_in_memory(subset, max_memory_mb=data.max_memory_mb):
-        return DeviceBatches(materialize(subset), subset.labels, **common)
+        return DeviceBatches(materialize(subset), subset.labels, labeled_per_batch=data.labeled_per_batch if mixed else 0,
+                             **common)
+    if mixed:
+        raise ValueError("labeled_per_batch needs the training set held in memory; raise --max-memory-mb")
     return StreamBatches(subset, workers=data.workers, **common)
 
 
@@ -267,8 +271,12 @@ def _prepare_run_dir(run_dir: Path, *, resume: bool) -> None:
         raise rundir.RunDirError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run")
     if resume and not (run_dir / rundir.LAST_CHECKPOINT).exists():
         raise rundir.RunDirError(f"nothing to resume: {run_dir / rundir.LAST_CHECKPOINT} does not exist")
+    previous = rundir.read_status(run_dir) or {}
     run_dir.mkdir(parents=True, exist_ok=True)
     rundir.clear_stop(run_dir)
+    # claim the directory at once, so a second trainer started meanwhile is refused
+    rundir.write_status(run_dir, "running", step=previous.get("step", 0) if resume else 0,
+                        epoch=previous.get("epoch", 0) if resume else 0, message="starting")
 
 
 def train(
@@ -428,10 +436,13 @@ def _run(model_config, train_config, data_config, *, ddp, stop_signal, run_dir, 
             progress_bar.close()
         status(state, message)
         if export_path is not None and ddp.is_main and state != "failed":
-            source = writer / rundir.BEST_CHECKPOINT if writer is not None else None
-            best = load_checkpoint(source).model if source is not None and source.exists() else model
-            save_checkpoint(export_path, best, train_config=configs["train"], data_config=configs["data"],
-                            step=step, epoch=epoch, metrics={"best_eval": best_eval or last_eval})
+            best_path = writer / rundir.BEST_CHECKPOINT if writer is not None else None
+            if best_path is not None and best_path.exists():
+                best = load_checkpoint(best_path)
+                _export(export_path, best.model, best.train_config, best.data_config, best.step, best.epoch,
+                        best.metrics.get("last_eval") or {})
+            else:
+                _export(export_path, model, configs["train"], configs["data"], step, epoch, last_eval)
         return TrainResult(state, step, epoch, message, model, last_eval, best_eval)
 
     status("running", "resumed" if checkpoint is not None else "started")
@@ -496,6 +507,13 @@ def _run(model_config, train_config, data_config, *, ddp, stop_signal, run_dir, 
         save(rundir.LAST_CHECKPOINT, last_eval)
         window_start = time.time()  # evaluation time is not training throughput
     return finish("finished", f"trained {step} steps, {epoch} epochs")
+
+
+def _export(path, model: SWWAE, train_config: dict, data_config: dict, step: int, epoch: int,
+            evaluation: dict[str, Any]) -> None:
+    """A small weights-only checkpoint (no optimizer or RNG state); metrics["eval"] is its validation record."""
+    save_checkpoint(path, model, train_config=train_config, data_config=data_config, step=step, epoch=epoch,
+                    metrics={"eval": evaluation})
 
 
 def _is_better(current: dict[str, Any], best: dict[str, Any], *, by_accuracy: bool) -> bool:

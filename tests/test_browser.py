@@ -1,7 +1,9 @@
-"""The Swap page in a real browser: `streamlit run app/main.py` on a free localhost port, driven by headless
-Debian Chromium through Playwright. Toggling a stage's "take where from B" must redraw the crossings."""
+"""The app in a real browser: `streamlit run app/main.py` on a free localhost port, driven by headless Debian
+Chromium through Playwright. Toggling a stage's "take where from B" must redraw the crossings; a run started on
+the Train page must show up on the Runs page and its curve must grow without reloading the page."""
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -10,6 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from core.monitor import RUNS_ENV, pid_alive, read_launch, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -40,10 +44,22 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> No
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def runs_dir(tmp_path_factory):
+    """The server's runs folder ($SWWAE_RUNS_DIR): runs started in these tests never land in the repository."""
+    root = tmp_path_factory.mktemp("runs")
+    yield root
+    for run_dir in root.iterdir():  # leave no training process behind
+        launched = read_launch(run_dir)
+        if launched and pid_alive(launched["pid"]):
+            os.kill(launched["pid"], signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, runs_dir):
     port = free_port()
     log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = {**os.environ, "SWWAE_APP_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "SWWAE_APP_THREADS": "1", "PYTHONUNBUFFERED": "1", RUNS_ENV: str(runs_dir),
+           "OMP_NUM_THREADS": "1"}
     with open(log, "w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
@@ -103,3 +119,70 @@ def test_swap_stage_toggle_changes_the_crossing(app_url, tmp_path):
     assert (tmp_path / "swap_page.png").stat().st_size > 10_000
     if os.environ.get("SWWAE_SCREENSHOT_DIR"):  # keep a copy for a human to look at
         shutil.copy(tmp_path / "swap_page.png", Path(os.environ["SWWAE_SCREENSHOT_DIR"]) / "swap_page.png")
+
+
+def screenshot(locator) -> bytes | None:
+    """The element's pixels, or None when a redraw swapped it out mid-shot."""
+    try:
+        return locator.screenshot(timeout=10_000)
+    except Exception:  # playwright Error: element detached while being captured
+        return None
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick `option` in the selectbox labelled `label`."""
+    page.locator('[data-testid="stSelectbox"]').filter(has_text=label).locator("input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_train_page_run_updates_the_runs_page_live(app_url, runs_dir, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    run_dir = runs_dir / "browser-run"
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(f"{app_url}/train", timeout=60_000)
+            page.get_by_text("Start training").wait_for(timeout=90_000)
+            wait_idle(page)
+            page.get_by_label("Run name", exact=True).fill("browser-run")
+            choose(page, "Architecture (channels per stage)", "tiny (4, 8)")
+            choose(page, "Device", "cpu")
+            page.get_by_label("Epochs", exact=True).fill("300")  # 1,200 steps: it runs while we watch
+            page.get_by_label("Batch size", exact=True).fill("32")
+            page.get_by_text("More options").click()
+            page.get_by_label("Log every (steps)", exact=True).fill("10")
+            page.get_by_label("Training samples (0 = all)", exact=True).fill("128")
+            page.get_by_role("button", name="Start training").click()
+            page.get_by_text("Started browser-run").wait_for(timeout=30_000)
+            page.evaluate("window.__same_page = true")  # gone if anything reloads the page
+
+            page.get_by_role("link", name="Runs", exact=True).click()  # client-side navigation, not a reload
+            chart = page.locator('[data-testid="stPlotlyChart"]').first
+            chart.wait_for(timeout=120_000)
+            records = page.get_by_text("browser-run:").first
+            page.wait_for_timeout(1000)
+            before_text, before = records.inner_text(), screenshot(chart)
+            grown = None
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # the fragment refreshes by itself; no clicks, no reload
+                page.wait_for_timeout(1000)
+                if records.inner_text() != before_text and screenshot(chart) not in (before, None):
+                    grown = records.inner_text()
+                    break
+            page.screenshot(path=str(tmp_path / "runs_page.png"), full_page=True)
+            assert grown is not None, f"the curve did not update: still {before_text!r}"
+            assert page.evaluate("window.__same_page === true"), "the page was reloaded"
+            assert not page.locator('[data-testid="stException"]').count()
+
+            page.get_by_role("button", name="Stop").first.click()
+            deadline = time.monotonic() + 60
+            while summarize(run_dir).state != "stopped" and time.monotonic() < deadline:
+                page.wait_for_timeout(500)
+            page.locator('[data-testid="stCaptionContainer"]').filter(has_text="stopped at step").first.wait_for(
+                timeout=30_000)  # the page saw it end, without a reload
+        finally:
+            browser.close()
+    assert summarize(run_dir).state == "stopped"
+    if os.environ.get("SWWAE_SCREENSHOT_DIR"):
+        shutil.copy(tmp_path / "runs_page.png", Path(os.environ["SWWAE_SCREENSHOT_DIR"]) / "runs_page.png")

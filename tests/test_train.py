@@ -229,7 +229,11 @@ def test_dry_run_exercises_everything(tmp_path, capsys):
     assert "resume" in (run / rundir.METRICS_FILE).read_text()
     assert rundir.read_status(run)["state"] == "finished"
     exported = load_checkpoint(tmp_path / "small.pt")
-    assert exported.optimizer_state is None and exported.metrics["best_eval"]["accuracy"] is not None
+    best = load_checkpoint(run / rundir.BEST_CHECKPOINT)
+    assert exported.optimizer_state is None and exported.rng_state is None
+    assert exported.step == best.step and exported.metrics["eval"] == best.metrics["last_eval"]
+    assert states_equal(exported.model.state_dict(), best.model.state_dict(), atol=0)
+    assert "exported to" in capsys.readouterr().out
 
 
 def test_unsupervised_and_supervised_modes(tmp_path):
