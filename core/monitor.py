@@ -20,6 +20,7 @@ import json
 import math
 import os
 import socket
+import warnings
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from pathlib import Path
@@ -243,7 +244,8 @@ def decimate(steps: np.ndarray, values: np.ndarray, max_points: int) -> tuple[np
         return steps, values
     bucket = math.ceil(count / (max_points - 1))
     whole = (count - 1) // bucket * bucket  # (count - 1) records in full buckets, the last on its own
-    with np.errstate(all="ignore"), _quiet_nanmean():
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN bucket's mean is NaN, as wanted
         mean_steps = steps[:whole].reshape(-1, bucket).mean(axis=1)  # (K,)
         mean_values = np.nanmean(values[:whole].reshape(-1, bucket), axis=1)  # (K,)
     rest = slice(whole, count)
@@ -283,19 +285,6 @@ def curves(reader: MetricsReader, max_points: int = 2000) -> dict[str, dict[str,
             few_steps, few_values = decimate(steps, values, max_points)
             out.setdefault(name, {})[kind] = (few_steps.copy(), few_values.copy())  # the reader's buffers move on
     return out
-
-
-class _quiet_nanmean:
-    """Silence numpy's 'Mean of empty slice' warning for all-NaN buckets (their mean is NaN, as wanted)."""
-
-    def __enter__(self):
-        import warnings
-        self._catch = warnings.catch_warnings()
-        self._catch.__enter__()
-        warnings.simplefilter("ignore", category=RuntimeWarning)
-
-    def __exit__(self, *exc):
-        self._catch.__exit__(*exc)
 
 
 # ---- run state -----------------------------------------------------------------------------------------------

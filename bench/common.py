@@ -1,0 +1,63 @@
+"""Shared pieces of the results scripts: the official MNIST test set, test error and MSE, result files."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.model import SWWAE
+
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "docs" / "results"
+DEFAULT_TEST_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (optionally gzipped), as the MNIST files are stored: big-endian header, then uint8 data."""
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    dims = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def load_mnist_test(test_dir: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official MNIST test set: images (10000, 1, 28, 28) in [0, 1], labels (10000,)."""
+    test_dir = Path(test_dir)
+    paths = {kind: next((p for p in (test_dir / f"t10k-{kind}-ubyte.gz", test_dir / f"t10k-{kind}-ubyte")
+                         if p.is_file()), None) for kind in ("images-idx3", "labels-idx1")}
+    missing = [kind for kind, path in paths.items() if path is None]
+    if missing:
+        raise SystemExit(f"MNIST test files not found in {test_dir} (t10k-images-idx3-ubyte[.gz], "
+                         f"t10k-labels-idx1-ubyte[.gz]); pass --test-data DIR")
+    images = torch.from_numpy(_read_idx(paths["images-idx3"]).copy()).float().div_(255).unsqueeze(1)
+    labels = torch.from_numpy(_read_idx(paths["labels-idx1"]).astype(np.int64))
+    return images, labels
+
+
+@torch.no_grad()
+def test_metrics(model: SWWAE, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
+    """Test error (%) and reconstruction MSE of `model` (eval mode) over a test set."""
+    model.eval()
+    wrong, squared = 0, 0.0
+    for start in range(0, len(labels), batch_size):
+        x, y = images[start:start + batch_size], labels[start:start + batch_size]
+        encoding = model.encode(x)
+        wrong += int((encoding.logits.argmax(1) != y).sum())
+        squared += float(((model.decode(encoding).recon - x) ** 2).sum())
+    return {"test_error": 100.0 * wrong / len(labels), "test_mse": squared / images.numel()}
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
