@@ -12,6 +12,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=20, help="forward+backward steps per timing")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timings of each; the median is kept")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="also write the figures to this JSON file (bench.report reads it)")
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -100,6 +102,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     result["ratio"] = round(result["library_images_per_s"] / result["plain_images_per_s"], 3)
     print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
     return result
 
 

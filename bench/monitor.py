@@ -79,10 +79,10 @@ def naive_tick(root: Path) -> dict[str, float]:
     import numpy as np
 
     from core import rundir
-    from core.monitor import decimate
+    from core.monitor import decimate, discover_runs
 
     start = time.perf_counter()
-    for run_dir in rundir.list_runs(root):
+    for run_dir in discover_runs(root):
         records = rundir.read_metrics(run_dir)
         for kind in ("step", "eval"):
             rows = [r for r in records if r["kind"] == kind]

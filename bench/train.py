@@ -14,6 +14,7 @@ import argparse
 import json
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="also write the figures to this JSON file (bench.report reads it)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     common = dict(batch_size=args.batch_size, lr=args.lr, device=device, seed=args.seed)
@@ -88,13 +90,17 @@ def main() -> None:
         engine.append(engine_epoch(**common))
     best_plain = max(plain, key=lambda r: r["images_per_s"])
     best_engine = max(engine, key=lambda r: r["images_per_s"])
-    print(json.dumps({
+    figures = {
         "device": str(device), "torch_threads": torch.get_num_threads(), "batch_size": args.batch_size,
         "plain": best_plain, "engine": best_engine,
         "all_plain_images_per_s": [round(r["images_per_s"], 1) for r in plain],
         "all_engine_images_per_s": [round(r["images_per_s"], 1) for r in engine],
         "ratio": best_engine["images_per_s"] / best_plain["images_per_s"],
-    }, indent=2))
+    }
+    print(json.dumps(figures, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

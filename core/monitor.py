@@ -290,24 +290,11 @@ def curves(reader: MetricsReader, max_points: int = 2000) -> dict[str, dict[str,
 # ---- run state -----------------------------------------------------------------------------------------------
 
 def pid_alive(pid: Any) -> bool:
-    """Whether process `pid` runs on this host (a zombie, exited but not yet reaped, counts as dead)."""
-    from core.launch import reap  # children of this process must be reaped, or they linger as zombies
+    """rundir.pid_alive, after reaping this process's finished children (else they linger as zombies)."""
+    from core.launch import reap
 
-    try:
-        pid = int(pid)
-        reap()
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    except (TypeError, ValueError, OverflowError):
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True  # no /proc (not Linux): kill(0) said it exists
+    reap()
+    return rundir.pid_alive(pid)
 
 
 def read_launch(run_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -50,8 +50,8 @@ __all__ = [
     "CONFIG_FILE", "METRICS_FILE", "STATUS_FILE", "STOP_FILE", "LAST_CHECKPOINT", "BEST_CHECKPOINT", "SAMPLES_DIR",
     "STATES", "RunDirError",
     "write_config", "read_config", "append_metrics", "read_metrics", "write_status", "read_status",
-    "is_live", "check_not_running", "request_stop", "stop_requested", "clear_stop",
-    "write_samples", "list_samples", "list_runs",
+    "pid_alive", "is_live", "check_not_running", "request_stop", "stop_requested", "clear_stop",
+    "write_samples", "list_samples",
 ]
 
 CONFIG_FILE = "config.json"
@@ -103,6 +103,8 @@ def read_metrics(run_dir: str | os.PathLike, kind: str | None = None) -> list[di
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a torn line from a crash mid-write
+        if not isinstance(record, dict):
+            continue  # valid JSON, but not a record
         if record.get("kind") == "resume":
             records = [r for r in records if r.get("step", 0) <= record["step"]]
         else:
@@ -127,21 +129,30 @@ def read_status(run_dir: str | os.PathLike) -> dict[str, Any] | None:
         return None
 
 
+def pid_alive(pid: Any) -> bool:
+    """Whether process `pid` runs on this host (a zombie, exited but not yet reaped, counts as dead)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except (TypeError, ValueError, OverflowError):
+        return False
+    try:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): kill(0) said it exists
+
+
 def is_live(status: dict[str, Any] | None) -> bool:
     """Whether `status` says running and its process still exists (on this host; another host counts as live)."""
     if not status or status.get("state") != "running":
         return False
     if status.get("host") != socket.gethostname():
         return True
-    try:
-        os.kill(int(status["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    except (KeyError, TypeError, ValueError):
-        return False
-    return True
+    return pid_alive(status.get("pid"))
 
 
 def check_not_running(run_dir: str | os.PathLike) -> None:
@@ -180,9 +191,3 @@ def write_samples(run_dir: str | os.PathLike, epoch: int, images: torch.Tensor, 
 def list_samples(run_dir: str | os.PathLike) -> list[Path]:
     """Sample PNGs, oldest epoch first."""
     return sorted((Path(run_dir) / SAMPLES_DIR).glob("epoch_*.png"))
-
-
-def list_runs(root: str | os.PathLike = "runs") -> list[Path]:
-    """Run directories under `root` (those with a config.json), most recently updated first."""
-    runs = [p for p in Path(root).glob("*") if (p / CONFIG_FILE).is_file()]
-    return sorted(runs, key=lambda p: max(f.stat().st_mtime for f in p.iterdir()), reverse=True)
