@@ -24,7 +24,7 @@ PAPER = {
 }
 COMMANDS = {
     "semisup": "python -m bench.semisup --test-data ../shared/data/mnist --jobs 2",
-    "variant": "python -m bench.semisup --test-data ../shared/data/mnist --jobs 2 --labels 100 {flags}",
+    "variant": "python -m bench.semisup --test-data ../shared/data/mnist --jobs 2 --labels {labels} {flags}",
     "ablation": "python -m bench.where_ablation --test-data ../shared/data/mnist --jobs 2",
     "train": "python -m bench.train --out docs/results/train_speed.json",
     "model": "python -m bench.model --out docs/results/model_speed.json",
@@ -130,15 +130,16 @@ def _variants(by_key: dict, main_args) -> list[str]:
              "| settings | N | SWWAE test error % | supervised-only test error % | relative reduction | command |",
              "|---|---|---|---|---|---|"]
     for key, records in by_key.items():
-        settings = records[0]["configs"]
+        settings = next(r["configs"] for r in records if r["arm"] == "swwae")  # the arm the settings shape
         diff = _settings_diff(settings, main_args)
+        labels = " ".join(str(n) for n in sorted({r["labels"] for r in records}))
         for pool, rows in semisup.summarize(records).items():
             for n, row in rows.items():
                 cells = [_fmt(row[a]["mean"], row[a]["std"]) + f" ({row[a]['runs']})" if a in row else "—"
                          for a in ("swwae", "supervised")]
                 reduction = f"{100 * row['relative_reduction']:+.1f}%" if "relative_reduction" in row else "—"
                 flags = " ".join(f"{MAIN_FLAGS[k]} {v}" for k, v in diff.items())
-                command = COMMANDS["variant"].format(flags=flags)
+                command = COMMANDS["variant"].format(labels=labels, flags=flags)
                 lines.append(f"| {', '.join(f'{k}={v}' for k, v in diff.items()) or 'same'} | {n} | "
                              + " | ".join(cells) + f" | {reduction} | `{command}` |")
     return lines + [""]

@@ -225,3 +225,19 @@ def test_request_model_opens_a_run_checkpoint(tmp_path):
     at.run()
     assert not at.exception and "Could not load" in at.error[0].value
     assert at.session_state[sidebar.MODEL_LOADED] == str(run_dir / "best.pt")
+
+
+@pytest.mark.parametrize("mode", ["soft", "none"])
+def test_every_page_runs_on_the_soft_and_none_ablation_models(mode):
+    """The shipped ablation checkpoints (soft where: float offsets; none: where ignored) work on every page."""
+    source = f"checkpoints/ablation_{mode}.pt"
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.selectbox(key=sidebar.MODEL_CHOICE).set_value(source).run()
+    ok(at)
+    assert at.session_state[sidebar.MODEL_LOADED] == source
+    at.toggle(key="layers_arrows").set_value(True).run()
+    ok(at)
+    for page in ("swap", "attribution"):
+        at.switch_page(f"views/{page}.py").run()
+        ok(at)
+        assert charts(at)
