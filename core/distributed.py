@@ -33,7 +33,12 @@ class DistContext:
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+            # wait for every rank first: a rank that tears its gloo connections down while another still
+            # talks to it can abort that one ('terminate called without an active exception')
+            try:
+                dist.barrier()
+            finally:
+                dist.destroy_process_group()
 
 
 def init_distributed(*, use_cuda: bool) -> DistContext:
