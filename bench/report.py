@@ -60,8 +60,8 @@ def semisup_section(records: list[dict], out_dir: Path) -> list[str]:
         f"shifts, {main_args.steps} steps, 32 labeled samples per step. SWWAE adds {main_args.unlabeled_per_batch} "
         f"unlabeled samples per step and λ_rec = {main_args.lambda_rec}, λ_M = {main_args.lambda_mid}. The model "
         f"after the last step is tested (no selection on validation labels). The {len(main)} runs took "
-        f"{seconds / 60:.0f} CPU-minutes in all, {seconds / 60 / max(main_args.jobs, 1):.0f} minutes with "
-        f"{main_args.jobs} in parallel on the 2-core machine.",
+        f"{seconds / 60:.0f} minutes of run time in all: about {seconds / 60 / max(main_args.jobs, 1):.0f} minutes of "
+        f"wall time at {main_args.jobs} in parallel on an otherwise idle 2-core machine (run time / jobs).",
         "",
         "| labels N | SWWAE test error % | supervised-only test error % | relative reduction | "
         + " | ".join(PAPER) + " |",
