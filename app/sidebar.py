@@ -25,6 +25,7 @@ import torch
 
 from core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from core.data import NATIVE_SHAPES, DataConfig, load_split
+from core.monitor import runs_root
 
 __all__ = [
     "ROOT", "DEFAULT_CHECKPOINT", "Explorer", "Examples", "render", "current", "request_model",
@@ -108,18 +109,22 @@ def load_source(source: str, device: str) -> Checkpoint:
 
 
 def find_checkpoints() -> list[str]:
-    """Sources of the checkpoints on disk: the default first, then checkpoints/**.pt and runs/*/*.pt."""
-    found = sorted({p.relative_to(ROOT).as_posix() for pattern in ("checkpoints/**/*.pt", "runs/*/*.pt")
-                    for p in ROOT.glob(pattern) if p.is_file()})
+    """Sources of the checkpoints on disk: the default first, then checkpoints/**.pt and <runs root>/*/*.pt."""
+    paths = [*ROOT.glob("checkpoints/**/*.pt"), *runs_root().glob("*/*.pt")]
+    found = sorted({_source(p) for p in paths if p.is_file()})
     return sorted(found, key=lambda source: source != DEFAULT_CHECKPOINT)
+
+
+def _source(path: Path) -> str:
+    """A path as a MODEL_CHOICE value: relative to the repository root when inside it, else absolute."""
+    path = path.resolve()
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
 
 
 def request_model(path: str | Path) -> None:
     """Ask the explorer to load the checkpoint at `path` on the next run (callable from a callback or a page,
     before or after the sidebar has run). Pair with `st.switch_page` to open a page on it."""
-    path = Path(path).resolve()
-    source = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
-    st.session_state[MODEL_REQUEST] = source
+    st.session_state[MODEL_REQUEST] = _source(Path(path))
 
 
 def _label(source: str) -> str:

@@ -143,6 +143,10 @@ def load_checkpoint(source: str | os.PathLike | bytes | BinaryIO, map_location: 
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{name}: the weights do not match the stored architecture ({first_line})") from None
+    try:
+        step, epoch, metrics = int(payload.get("step", 0)), int(payload.get("epoch", 0)), dict(payload.get("metrics") or {})
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{name}: corrupt checkpoint (step, epoch or metrics of the wrong type)") from None
     model.to(map_location).eval()
     return Checkpoint(
         model=model,
@@ -150,8 +154,8 @@ def load_checkpoint(source: str | os.PathLike | bytes | BinaryIO, map_location: 
         train_config=payload.get("train_config"),
         data_config=payload.get("data_config"),
         optimizer_state=payload.get("optimizer_state"),
-        step=int(payload.get("step", 0)),
-        epoch=int(payload.get("epoch", 0)),
-        metrics=dict(payload.get("metrics") or {}),
+        step=step,
+        epoch=epoch,
+        metrics=metrics,
         rng_state=payload.get("rng_state"),
     )

@@ -12,7 +12,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,9 @@ import core.train as train_module
 from core import rundir
 from core.checkpoint import CheckpointError, load_checkpoint
 from core.data import DataConfig
+from core.launch import default_run_name
 from core.model import ModelConfig
+from core.monitor import runs_root
 from core.train import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, TrainConfig, TrainResult, default_model_config, train
 
 __all__ = ["field_docs", "add_dataclass_arguments", "given_fields", "main"]
@@ -119,7 +120,12 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig, DataCo
 
 def _describe(metrics: dict[str, Any]) -> str:
     accuracy = "n/a" if metrics.get("accuracy") is None else f"{100 * metrics['accuracy']:.2f}%"
-    return f"val accuracy {accuracy}, reconstruction MSE {metrics['rec']:.5f} (epoch {metrics['epoch']})"
+    rec = "n/a" if metrics.get("rec") is None else f"{metrics['rec']:.5f}"
+    return f"val accuracy {accuracy}, reconstruction MSE {rec} (epoch {metrics.get('epoch', '?')})"
+
+
+def _mtime(path: str) -> int | None:
+    return os.stat(path).st_mtime_ns if os.path.isfile(path) else None
 
 
 def _summary(result: TrainResult) -> str:
@@ -138,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--resume needs --run DIR")
         model_config, train_config, data_config = _configs(args)
         run = args.run or (tempfile.mkdtemp(prefix="swwae-dry-run-") if args.dry_run else
-                           os.path.join("runs", f"{data_config.dataset.replace(':', '-').replace('/', '-')}-"
-                                                 f"{time.strftime('%Y%m%d-%H%M%S')}"))
+                           str(runs_root() / default_run_name(data_config.dataset)))
         common = dict(run_dir=run, progress=not args.quiet, export_path=args.export)
+        export_before = _mtime(args.export) if args.export else None
         if args.dry_run:
             world = int(os.environ.get("WORLD_SIZE", "1"))
             data_config = replace(data_config, max_train=DRY_RUN_STEPS_PER_EPOCH * train_config.batch_size * world,
@@ -159,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(_summary(result))
         print(f"run directory: {run}")
-        if args.export and result.state != "failed":
-            exported = load_checkpoint(args.export)
-            print(f"exported to {args.export} ({os.path.getsize(args.export) / 2**20:.1f} MB, weights only): "
-                  f"{_describe(exported.metrics['eval'])}")
+        if args.export and _mtime(args.export) != export_before:
+            evaluation = load_checkpoint(args.export).metrics.get("eval")
+            print(f"exported to {args.export} ({os.path.getsize(args.export) / 2**20:.1f} MB, weights only)"
+                  + (f": {_describe(evaluation)}" if evaluation else ""))
+        elif args.export:
+            print(f"nothing exported to {args.export}: the run ended {result.state} with no evaluated model")
     return EXIT_FAILED if result.state == "failed" else EXIT_OK

@@ -84,6 +84,12 @@ def make_configs(*, data: dict[str, Any], train: dict[str, Any], model: dict[str
     return Configs(model_config, train_config, data_config)
 
 
+def default_run_name(dataset: str) -> str:
+    """`<dataset>-<date>-<time>`, with anything outside [A-Za-z0-9._-] in the dataset (folder paths) made '-'."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset).strip("-._")[:80] or "run"
+    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def check_run_name(name: str) -> str:
     name = name.strip()
     if not _RUN_NAME.fullmatch(name):

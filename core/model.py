@@ -15,7 +15,6 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from core.pooling import POOLING_MODES, pool, unpool
 

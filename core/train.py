@@ -435,14 +435,15 @@ def _run(model_config, train_config, data_config, *, ddp, stop_signal, run_dir, 
         if progress_bar is not None:
             progress_bar.close()
         status(state, message)
+        best_path = writer / rundir.BEST_CHECKPOINT if writer is not None else None
         if export_path is not None and ddp.is_main and state != "failed":
-            best_path = writer / rundir.BEST_CHECKPOINT if writer is not None else None
             if best_path is not None and best_path.exists():
                 best = load_checkpoint(best_path)
                 _export(export_path, best.model, best.train_config, best.data_config, best.step, best.epoch,
                         best.metrics.get("last_eval") or {})
-            else:
+            elif state == "finished":
                 _export(export_path, model, configs["train"], configs["data"], step, epoch, last_eval)
+            # a run stopped before its first evaluation exports nothing: the file keeps what it held
         return TrainResult(state, step, epoch, message, model, last_eval, best_eval)
 
     status("running", "resumed" if checkpoint is not None else "started")

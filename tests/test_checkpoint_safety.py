@@ -141,3 +141,14 @@ def test_interrupted_write_keeps_previous_file(tmp_path, good_bytes, monkeypatch
     assert path.read_bytes() == good_bytes
     assert not list(tmp_path.glob("*.tmp")), "a temp file was left behind"
     load_checkpoint(path)
+
+
+def test_marked_checkpoint_with_wrong_field_types(tmp_path):
+    """A file with the right marker but a nonsense step is a CheckpointError, not a crash."""
+    path = tmp_path / "odd.pt"
+    save_checkpoint(path, SWWAE(digits_config(channels=(4, 8), kernel_sizes=(3, 3), pool_sizes=(2, 2), head_width=8)))
+    payload = torch.load(path, weights_only=True)
+    payload["step"] = "many"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)

@@ -314,3 +314,18 @@ def test_two_process_gloo_run_keeps_ranks_identical_and_only_rank_0_writes(tmp_p
     assert steps == [2, 4, 6, 8]  # one writer: no duplicated records
     assert len(rundir.read_metrics(run, kind="eval")) == 2
     assert states_equal(load_checkpoint(run / rundir.LAST_CHECKPOINT).model.state_dict(), rank0, atol=0)
+
+
+def test_export_keeps_the_previous_file_when_stopped_before_any_evaluation(tmp_path):
+    """Ctrl-C in epoch 1 of `--export checkpoints/default.pt` must not replace the shipped model."""
+    export = tmp_path / "shipped.pt"
+    export.write_bytes(b"previous model")
+    result = train(TINY_MODEL, tiny_train(epochs=2), TINY_DATA, run_dir=tmp_path / "run", should_stop=lambda: True,
+                   export_path=export)
+    assert result.state == "stopped" and export.read_bytes() == b"previous model"
+    args = ["--run", str(tmp_path / "cli"), "--epochs", "1", "--max-steps", "1", "--export", str(tmp_path / "cli.pt"),
+            "--max-train", "64", "--max-val", "32", "--quiet", *TINY_FLAGS]
+    done = subprocess.run([sys.executable, "-m", "core.train", *args], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "exported to" in done.stdout and (tmp_path / "cli.pt").is_file()

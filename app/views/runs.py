@@ -104,15 +104,19 @@ def run_panel(summary: RunSummary, reader: MetricsReader, colour: str) -> None:
     if summary.active:
         if buttons[1].button("Stop", key=f"runs_stop_{summary.name}", icon=":material/stop:",
                              help="Finish the current step, save last.pt, end as 'stopped'"):
-            stop(summary.path)
-            st.toast(f"Asked {summary.name} to stop.")
+            try:
+                stop(summary.path)
+            except (ValueError, OSError, rundir.RunDirError) as exc:  # e.g. it ended meanwhile
+                st.error(str(exc).strip().splitlines()[0] or type(exc).__name__)
+            else:
+                st.toast(f"Asked {summary.name} to stop.")
     elif (summary.path / rundir.LAST_CHECKPOINT).is_file():
         if buttons[1].button("Resume", key=f"runs_resume_{summary.name}", icon=":material/play_arrow:",
                              help="Continue from last.pt (the Train page can also add epochs)"):
             try:
                 resume(summary.path)
-            except (ValueError, rundir.RunDirError) as exc:
-                st.error(str(exc).splitlines()[0])
+            except (ValueError, OSError, rundir.RunDirError) as exc:
+                st.error(str(exc).strip().splitlines()[0] or type(exc).__name__)
             else:
                 st.rerun()  # a run became active: the page starts refreshing
 

@@ -1,13 +1,12 @@
 """Train: a form that starts `python -m core.train` as a separate, detached process (never a thread of this
 server), and Stop / Resume for any run. Watching the curves is the Runs page's job."""
-import time
 
 import streamlit as st
 import torch
 
 from core import rundir
 from core.data import NATIVE_SHAPES
-from core.launch import ARCHITECTURES, check_run_name, launch, make_configs, parse_channels, resume, stop
+from core.launch import ARCHITECTURES, check_run_name, default_run_name, launch, make_configs, parse_channels, resume, stop
 from core.monitor import discover_runs, runs_root, summarize
 from core.train import MODES, TrainConfig
 
@@ -75,9 +74,9 @@ if submitted:
                    "batch_size": int(batch_size), "lr": float(lr), "device": device, "max_steps": int(max_steps),
                    "log_every": int(log_every), "seed": int(seed)},
             model={"channels": channels, "pooling": pooling})
-        run_name = check_run_name(name or f"{chosen.replace(':', '-').replace('/', '-')}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_name = check_run_name(name or default_run_name(chosen))
         launched = launch(root / run_name, configs)
-    except (ValueError, rundir.RunDirError) as exc:
+    except (ValueError, OSError, rundir.RunDirError) as exc:
         st.error(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     else:
         st.session_state[LAUNCHED] = run_name
@@ -100,8 +99,8 @@ run_dir = root / chosen_run
 def act(action, *args, **kwargs) -> None:
     try:
         action(*args, **kwargs)
-    except (ValueError, rundir.RunDirError) as exc:
-        st.session_state[NOTICE] = ("error", str(exc).strip().splitlines()[0])
+    except (ValueError, OSError, rundir.RunDirError) as exc:
+        st.session_state[NOTICE] = ("error", str(exc).strip().splitlines()[0] or type(exc).__name__)
     else:
         st.session_state[NOTICE] = ("success", f"{action.__name__.capitalize()} requested for {run_dir.name}.")
 
