@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resume and not args.run:
             raise ValueError("--resume needs --run DIR")
+        if args.dry_run and not args.run and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError("--dry-run under torchrun needs --run DIR (every rank must use the same folder)")
         model_config, train_config, data_config = _configs(args)
         run = args.run or (tempfile.mkdtemp(prefix="swwae-dry-run-") if args.dry_run else
                            str(runs_root() / default_run_name(data_config.dataset)))
