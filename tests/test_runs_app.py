@@ -76,6 +76,9 @@ def wait_for(run_dir: Path, states: tuple[str, ...], at: AppTest | None = None, 
             assert not at.exception, [e.value for e in at.exception]
         summary = summarize(run_dir)
         if summary.state in states and summary.step >= min_step:
+            if at is not None:  # the state may have changed after the rerun above: show the page that state
+                at.run()
+                assert not at.exception, [e.value for e in at.exception]
             return summary
         time.sleep(0.5)
     log = (run_dir / "train.log").read_text() if (run_dir / "train.log").exists() else ""
