@@ -85,7 +85,7 @@ def swap_where(model: SWWAE, a: torch.Tensor, b: torch.Tensor, stages: Sequence[
     if a.shape != b.shape:
         raise ValueError(f"A and B must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     with _evaluating(model):
-        pair = _batch(torch.stack([a.squeeze(0) if a.dim() == 4 else a, b.squeeze(0) if b.dim() == 4 else b]), model)
+        pair = torch.cat([_batch(a, model), _batch(b, model)])  # (2, C, H, W): A, B
         encoding = model.encode(pair)  # batch (A, B)
         crossed = encoding.with_wheres_from(encoding.select([1, 0]), stages)  # (what A + where B, what B + where A)
         both = _cat_encodings([encoding, crossed])  # (A, B, A|B, B|A)
