@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.batches import DeviceBatches
 from core.model import SWWAE
+from core.train import TrainConfig, evaluate
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "docs" / "results"
 DEFAULT_TEST_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -38,17 +40,11 @@ def load_mnist_test(test_dir: str | os.PathLike) -> tuple[torch.Tensor, torch.Te
     return images, labels
 
 
-@torch.no_grad()
 def test_metrics(model: SWWAE, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
-    """Test error (%) and reconstruction MSE of `model` (eval mode) over a test set."""
-    model.eval()
-    wrong, squared = 0, 0.0
-    for start in range(0, len(labels), batch_size):
-        x, y = images[start:start + batch_size], labels[start:start + batch_size]
-        encoding = model.encode(x)
-        wrong += int((encoding.logits.argmax(1) != y).sum())
-        squared += float(((model.decode(encoding).recon - x) ** 2).sum())
-    return {"test_error": 100.0 * wrong / len(labels), "test_mse": squared / images.numel()}
+    """Test error (%) and reconstruction MSE of `model` over a test set, by the trainer's own evaluation."""
+    batches = DeviceBatches(images, labels, batch_size=batch_size, seed=0).in_order()
+    metrics = evaluate(model, batches, config=TrainConfig(), device=torch.device("cpu"))
+    return {"test_error": 100.0 * (1.0 - metrics["accuracy"]), "test_mse": metrics["rec"]}
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
