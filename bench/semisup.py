@@ -29,15 +29,18 @@ import torch
 from bench.common import DEFAULT_TEST_DATA, RESULTS_DIR, append_jsonl, load_mnist_test, read_jsonl, test_metrics
 from core.data import DataConfig
 from core.model import digits_config
+from core.pooling import POOLING_MODES
 from core.train import TrainConfig, train
 
 RESULTS = RESULTS_DIR / "semisup.jsonl"
 ARMS = ("swwae", "supervised")
 LABELED_PER_BATCH = 32
+LATER_SETTINGS = {"noise": 0.0, "batch_norm": True, "pooling": "hard"}
 
 
 def configs(arm: str, labels: int, seed: int, args: argparse.Namespace):
-    model = digits_config(channels=tuple(args.channels), dropout=args.dropout, head_width=args.head_width)
+    model = digits_config(channels=tuple(args.channels), dropout=args.dropout, head_width=args.head_width,
+                          noise_std=args.noise, batch_norm=args.batch_norm, pooling=args.pooling)
     swwae = arm == "swwae"
     train_config = TrainConfig(
         mode="semi-supervised", lambda_rec=args.lambda_rec if swwae else 0.0,
@@ -54,7 +57,10 @@ def configs(arm: str, labels: int, seed: int, args: argparse.Namespace):
 def settings_key(args: argparse.Namespace) -> str:
     keys = ("pool", "steps", "channels", "dropout", "head_width", "lambda_rec", "lambda_mid", "lr", "shift",
             "unlabeled_per_batch")
-    return hashlib.sha1(json.dumps({k: getattr(args, k) for k in keys}).encode()).hexdigest()[:10]
+    settings = {k: getattr(args, k) for k in keys}
+    # settings added later enter the key only when not at their default, so earlier results keep their key
+    settings.update({k: getattr(args, k) for k, default in LATER_SETTINGS.items() if getattr(args, k) != default})
+    return hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:10]
 
 
 def run_one(arm: str, labels: int, seed: int, args: argparse.Namespace) -> dict:
@@ -98,6 +104,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--head-width", type=int, default=128)
     parser.add_argument("--dropout", type=float, default=0.5)
+    parser.add_argument("--noise", type=float, default=LATER_SETTINGS["noise"],
+                        help="training-time Gaussian noise on every encoder layer (both arms)")
+    parser.add_argument("--pooling", default=LATER_SETTINGS["pooling"], choices=POOLING_MODES,
+                        help="what-where pooling of both arms")
+    parser.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=LATER_SETTINGS["batch_norm"])
     parser.add_argument("--lambda-rec", type=float, default=1.0)
     parser.add_argument("--lambda-mid", type=float, default=0.2)
     parser.add_argument("--lr", type=float, default=2e-3)

@@ -1,11 +1,12 @@
 """Does "where" carry what the decoder needs? And is "what" more shift-invariant than "where"?
 
-    python -m bench.where_ablation --test-data ../shared/data/mnist [--steps 1000] [--jobs 2]
+    python -m bench.where_ablation --test-data ../shared/data/mnist [--steps 3000] [--seeds 0 1] [--jobs 2]
 
 1. Where ablation: the same architecture trained unsupervised (L2rec + L2M, no labels) on mnist5k with the
    project's trainer in each pooling mode: 'hard' (max-pool switches), 'soft' (soft what-where) and 'none'
-   (the decoder ignores where and upsamples). Reconstruction MSE on the official MNIST test set, and a figure of
-   the same test digits reconstructed by each (docs/results/where_ablation.png).
+   (the decoder ignores where and upsamples), once per seed. Reconstruction MSE on the official MNIST test set
+   (mean over seeds, and each seed's ratio to 'none'), and a figure of the same test digits reconstructed by the
+   first seed's models (docs/results/where_ablation.png).
 2. Invariance: the translation probe (core.experiments.translation_probe) of the shipped model over shifts of
    0..4 pixels on 500 test digits: per stage, the relative change of the whats and the share of wheres that move
    (docs/results/invariance.png).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -35,23 +37,41 @@ MODES = ("hard", "soft", "none")
 SHOWN_DIGITS = 8
 
 
-def train_mode(mode: str, args: argparse.Namespace) -> dict:
+def train_mode(mode: str, seed: int, args: argparse.Namespace) -> dict:
+    """Train one pooling mode with one seed; the first seed's model is saved and its reconstructions shown."""
     torch.set_num_threads(args.threads)
     model_config = digits_config(channels=tuple(args.channels), pooling=mode)
     train_config = TrainConfig(mode="unsupervised", lambda_rec=1.0, lambda_mid=args.lambda_mid, lr=args.lr,
                                warmup_steps=args.steps // 10, epochs=10**6, max_steps=args.steps, batch_size=64,
-                               seed=args.seed, device="cpu", log_every=args.steps, eval_batch_size=500)
+                               seed=seed, device="cpu", log_every=args.steps, eval_batch_size=500)
     started = time.time()
     result = train(model_config, train_config, DataConfig(dataset="mnist5k"))
     if result.state != "finished":
-        raise RuntimeError(f"{mode}: {result.message}")
+        raise RuntimeError(f"{mode} seed {seed}: {result.message}")
     model = result.model.cpu().eval()
     test_images, test_labels = load_mnist_test(args.test_data)
-    save_checkpoint(Path(args.checkpoint_dir) / f"ablation_{mode}.pt", model, train_config=asdict(train_config), step=result.step)
-    with torch.no_grad():
-        shown = model.decode(model.encode(test_images[:SHOWN_DIGITS])).recon.numpy()
-    return {"mode": mode, **test_metrics(model, test_images, test_labels), "seconds": round(time.time() - started, 1),
-            "steps": result.step, "shown": shown.tolist()}
+    record = {"mode": mode, "seed": seed, **test_metrics(model, test_images, test_labels),
+              "seconds": round(time.time() - started, 1), "steps": result.step}
+    if seed == args.seeds[0]:
+        save_checkpoint(Path(args.checkpoint_dir) / f"ablation_{mode}.pt", model, train_config=asdict(train_config),
+                        step=result.step)
+        with torch.no_grad():
+            record["shown"] = model.decode(model.encode(test_images[:SHOWN_DIGITS])).recon.numpy().tolist()
+    return record
+
+
+def by_mode(runs: list[dict]) -> list[dict]:
+    """Per pooling mode: mean and spread of the test MSE over seeds, the first seed's reconstructions."""
+    rows = []
+    for mode in MODES:
+        mine = [r for r in runs if r["mode"] == mode]
+        mses = [r["test_mse"] for r in mine]
+        rows.append({"mode": mode, "test_mse": statistics.mean(mses),
+                     "test_mse_std": statistics.stdev(mses) if len(mses) > 1 else 0.0,
+                     "seeds": [r["seed"] for r in mine], "test_mse_per_seed": mses,
+                     "seconds": statistics.mean(r["seconds"] for r in mine), "steps": mine[0]["steps"],
+                     "shown": next(r["shown"] for r in mine if "shown" in r)})
+    return rows
 
 
 def invariance(checkpoint_path: str, test_images: torch.Tensor, shifts: range, count: int) -> dict:
@@ -103,11 +123,12 @@ def plot(results: dict, test_images: torch.Tensor, out_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--test-data", default=str(DEFAULT_TEST_DATA), help="folder of the MNIST t10k IDX files")
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--lambda-mid", type=float, default=0.2)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one model per mode and seed; the "
+                        "first seed's models are saved and shown")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--checkpoint", default="checkpoints/default.pt", help="model for the invariance probe")
@@ -120,14 +141,19 @@ def main(argv: list[str] | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     test_images, _ = load_mnist_test(args.test_data)
 
+    jobs = [(mode, seed) for seed in args.seeds for mode in MODES]
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-        ablation = list(pool.map(train_mode, MODES, [args] * len(MODES)))
-    by_mode = {r["mode"]: r["test_mse"] for r in ablation}
+        runs = list(pool.map(train_mode, *zip(*jobs), [args] * len(jobs)))
+    ablation = by_mode(runs)
+    mse = {r["mode"]: r["test_mse"] for r in ablation}
+    per_seed = {(r["mode"], r["seed"]): r["test_mse"] for r in runs}
     results = {
         "settings": {k: v for k, v in vars(args).items() if k not in ("out_dir", "checkpoint_dir")},
         "ablation": ablation,
-        "mse_ratio_hard_to_none": by_mode["hard"] / by_mode["none"],
-        "mse_ratio_soft_to_none": by_mode["soft"] / by_mode["none"],
+        "mse_ratio_hard_to_none": mse["hard"] / mse["none"],
+        "mse_ratio_soft_to_none": mse["soft"] / mse["none"],
+        "mse_ratio_per_seed": {mode: [per_seed[mode, seed] / per_seed["none", seed] for seed in args.seeds]
+                               for mode in ("hard", "soft")},
         "invariance": invariance(args.checkpoint, test_images, range(0, 5), args.probe_images),
     }
     plot(results, test_images, out_dir)

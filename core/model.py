@@ -35,6 +35,7 @@ class ModelConfig:
     pool_sizes: tuple[int, ...] = (2, 2, 2)  # pooling window (= stride) of each stage
     batch_norm: bool = True  # BatchNorm after every conv except the image output
     dropout: float = 0.0  # dropout in the classifier head
+    noise_std: float = 0.0  # training only: Gaussian noise added after every encoder conv (and its BN), before ReLU
     head_width: int = 128  # hidden units of the classifier head; 0 = a single linear layer
     num_classes: int = 10
     pooling: str = "hard"  # 'hard' (max-pool switches), 'soft' (soft what-where) or 'none' (ablation)
@@ -65,6 +66,8 @@ class ModelConfig:
             raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {self.output_activation!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.noise_std >= 0.0:
+            raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
         if self.stage_sizes[-1] // self.pool_sizes[-1] < 1:
             raise ValueError(
                 f"image_size {self.image_size} is too small for pools {self.pool_sizes}: "
@@ -153,10 +156,24 @@ class Decoding:
     unpooled: list[torch.Tensor] = field(default_factory=list)  # stage l: (N, C_l, H_l, W_l), aligned with pre_pool
 
 
-def _conv_block(in_ch: int, out_ch: int, kernel: int, batch_norm: bool, relu: bool) -> list[nn.Module]:
+class GaussianNoise(nn.Module):
+    """Adds N(0, std^2) noise in training mode; the identity in eval mode (as in ladder networks)."""
+
+    def __init__(self, std: float):
+        super().__init__()
+        self.std = std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.std * torch.randn_like(x) if self.training else x
+
+
+def _conv_block(in_ch: int, out_ch: int, kernel: int, batch_norm: bool, relu: bool,
+                noise_std: float = 0.0) -> list[nn.Module]:
     layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=not batch_norm)]
     if batch_norm:
         layers.append(nn.BatchNorm2d(out_ch))
+    if noise_std:  # only when on, so module indices (and checkpoints) of noise-free models are unchanged
+        layers.append(GaussianNoise(noise_std))
     if relu:
         layers.append(nn.ReLU(inplace=True))
     return layers
@@ -176,7 +193,8 @@ class SWWAE(nn.Module):
             encoder: list[nn.Module] = []
             decoder: list[nn.Module] = []
             for i in range(cfg.convs_per_stage):
-                encoder += _conv_block(in_ch if i == 0 else out_ch, out_ch, kernel, cfg.batch_norm, relu=True)
+                encoder += _conv_block(in_ch if i == 0 else out_ch, out_ch, kernel, cfg.batch_norm, relu=True,
+                                       noise_std=cfg.noise_std)
             for i in range(cfg.convs_per_stage - 1):
                 decoder += _conv_block(out_ch, out_ch, kernel, cfg.batch_norm, relu=True)
             is_image = stage == 0

@@ -158,3 +158,25 @@ def test_config_round_trips_through_a_dict():
     assert ModelConfig.from_dict(json.loads(json.dumps(asdict(config)))) == config
     with pytest.raises(ValueError, match="unknown"):
         ModelConfig.from_dict({"bogus": 1})
+
+
+def test_encoder_noise_is_training_only_and_leaves_noise_free_models_unchanged():
+    noisy, plain = tiny(noise_std=0.5), tiny()
+    assert noisy.state_dict().keys() == plain.state_dict().keys()  # checkpoints of both load into either
+    noisy.load_state_dict(plain.state_dict())
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(noisy.encode(x).logits, plain.encode(x).logits)  # eval: no noise
+        noisy.train(), plain.train()
+        first, second = noisy.encode(x).pre_pool[0], noisy.encode(x).pre_pool[0]
+        clean = plain.encode(x).pre_pool[0]
+    assert not torch.equal(first, second)
+    # stage 1's pre-pool is ReLU(BN(conv) + noise): where the clean pre-activation is well above 0, the
+    # difference is the noise itself, with the configured spread
+    diff = (first - clean)[clean > 2.0]
+    assert diff.numel() > 50 and abs(diff.std().item() - 0.5) < 0.1 and abs(diff.mean().item()) < 0.1
+
+
+def test_negative_noise_is_refused():
+    with pytest.raises(ValueError, match="noise_std"):
+        digits_config(noise_std=-0.1)
