@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 
 from bench import semisup
@@ -191,11 +191,12 @@ def _flag(name: str, value) -> str:
 
 def _settings_diff(configs: dict, main_args) -> dict:
     """The bench.semisup options (by argument name) whose values in a run's saved configs differ from the main table's."""
-    model, train, data = configs["model"], configs["train"], configs["data"]
+    model = asdict(ModelConfig.from_dict(configs["model"]))  # fields added since take their defaults
+    train, data = configs["train"], configs["data"]
     found = {"lambda_rec": train["lambda_rec"], "lambda_mid": train["lambda_mid"], "lr": train["lr"],
              "steps": train["max_steps"], "shift": data["shift"], "dropout": model["dropout"],
              "unlabeled_per_batch": train["batch_size"] - data["labeled_per_batch"], "channels": list(model["channels"]),
-             "head_width": model["head_width"], "noise": model.get("noise_std", 0.0), "pooling": model["pooling"],
+             "head_width": model["head_width"], "noise": model["noise_std"], "pooling": model["pooling"],
              "batch_norm": model["batch_norm"]}
     return {k: v for k, v in found.items() if v != getattr(main_args, k)}
 
