@@ -240,12 +240,13 @@ def ablation_section(path: Path) -> list[str]:
         "| pooling | test reconstruction MSE (mean ± std over seeds) | MSE / MSE of `none` (of the means) | "
         "per seed: MSE / MSE of `none` | training time per model (s) |", "|---|---|---|---|---|",
     ]
-    none = next(r["test_mse"] for r in results["ablation"] if r["mode"] == "none")
-    per_seed = results["mse_ratio_per_seed"]
+    none = next(r for r in results["ablation"] if r["mode"] == "none")
+    per_seed = {r["mode"]: [mse / base for mse, base in zip(r["test_mse_per_seed"], none["test_mse_per_seed"])]
+                for r in results["ablation"] if r["mode"] != "none"}  # same seeds, same order in every row
     for r in results["ablation"]:
         ratios = ", ".join(f"{v:.3f}" for v in per_seed[r["mode"]]) if r["mode"] in per_seed else "1 (reference)"
-        lines.append(f"| {r['mode']} | {r['test_mse']:.5f} ± {r['test_mse_std']:.5f} | {r['test_mse'] / none:.3f} | "
-                     f"{ratios} | {r['seconds']:.0f} |")
+        lines.append(f"| {r['mode']} | {r['test_mse']:.5f} ± {r['test_mse_std']:.5f} | "
+                     f"{r['test_mse'] / none['test_mse']:.3f} | {ratios} | {r['seconds']:.0f} |")
     verdicts = []
     for mode in ("hard", "soft"):
         ratio, worst = results[f"mse_ratio_{mode}_to_none"], max(per_seed[mode])

@@ -146,14 +146,11 @@ def main(argv: list[str] | None = None) -> dict:
         runs = list(pool.map(train_mode, *zip(*jobs), [args] * len(jobs)))
     ablation = by_mode(runs)
     mse = {r["mode"]: r["test_mse"] for r in ablation}
-    per_seed = {(r["mode"], r["seed"]): r["test_mse"] for r in runs}
     results = {
         "settings": {k: v for k, v in vars(args).items() if k not in ("out_dir", "checkpoint_dir")},
         "ablation": ablation,
         "mse_ratio_hard_to_none": mse["hard"] / mse["none"],
         "mse_ratio_soft_to_none": mse["soft"] / mse["none"],
-        "mse_ratio_per_seed": {mode: [per_seed[mode, seed] / per_seed["none", seed] for seed in args.seeds]
-                               for mode in ("hard", "soft")},
         "invariance": invariance(args.checkpoint, test_images, range(0, 5), args.probe_images),
     }
     plot(results, test_images, out_dir)
