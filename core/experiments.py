@@ -18,8 +18,9 @@ from core.model import SWWAE, Decoding, Encoding
 from core.pooling import where_offsets
 
 __all__ = [
-    "SwapResult", "StageView", "ProbeStage",
-    "swap_where", "swap_matrix", "no_where_recon", "translation_probe", "layer_views", "shift_image", "psnr",
+    "SwapResult", "StageView", "ShiftStage", "UnitView",
+    "swap_where", "swap_matrix", "no_where_recon", "shift_probe", "shift_curves", "shift_findings", "layer_views",
+    "unit_view", "unit_decodings", "channel_peaks", "top_images", "morph_where", "shift_image", "psnr",
     "class_probabilities", "classify", "mse",
 ]
 
@@ -152,26 +153,183 @@ def shift_image(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
 
 
 @dataclass
-class ProbeStage:
+class ShiftStage:
+    """How one stage answers a shift of the input by (shift_x, shift_y) pixels, over a set of images.
+
+    Changes are relative L2 distances ||f(shifted) - f(x)|| / ||f(x)||, averaged over images, so the input's, the
+    pre-pool map's and the what's are in the same units and their ratios say how much each step absorbs.
+    Only decisive switches count: an active what from a window whose values are not all equal. A switch *follows*
+    the shift when its absolute input position moved by exactly the shift: the shifted image's decisive
+    switch in the window that now holds (position + shift) is there (soft wheres: within
+    half a pixel of the stage's input grid). `where_reference` is the same figure against the switches of a
+    different image shifted the same way: what chance alone gives.
+    """
+
+    shift_x: int
+    shift_y: int
     stage: int
-    what_change: float  # ||what(shifted) - what(x)|| / ||what(x)||
-    where_change: float  # fraction of switches whose in-window (row, col) moved by more than half a cell
+    stride: int  # input pixels per what cell (the stage's total stride)
+    input_change: float
+    pre_pool_change: float
+    what_change: float
+    where_followed: float  # fraction of active switches that moved by exactly the shift (NaN: none to follow)
+    where_reference: float  # the same fraction against a different image's switches (NaN: no reference)
+    where_error: float  # mean distance (input pixels, max over row/col) from position + shift to the new switch
+    switches: int  # active switches counted (whose position + shift stays inside the map)
+
+    @property
+    def shift(self) -> int:
+        return max(abs(self.shift_x), abs(self.shift_y))
+
+    @property
+    def what_per_pre_pool(self) -> float:
+        """< 1: this stage's pooling absorbed part of the shift."""
+        return _ratio(self.what_change, self.pre_pool_change)
+
+    @property
+    def what_per_input(self) -> float:
+        """How much the what changes per unit of change of the input: falls with depth as invariance builds up."""
+        return _ratio(self.what_change, self.input_change)
 
 
-def translation_probe(model: SWWAE, image: torch.Tensor, dx: int, dy: int) -> list[ProbeStage]:
-    """Per stage, how much the whats and the wheres change when the image is shifted by (dx, dy)."""
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else math.nan
+
+
+def _relative_change(after: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+    """Per image ||after - before|| / ||before||: (N, ...) twice -> (N,)."""
+    return (after - before).flatten(1).norm(dim=1) / before.flatten(1).norm(dim=1).clamp(min=1e-12)
+
+
+def _switch_positions(model: SWWAE, stage: int, where: torch.Tensor) -> torch.Tensor:
+    """A stage's wheres -> absolute (row, col) of each switch in input pixels: (N, C, h, w, 2) float."""
+    cfg = model.config
+    pool_size, stride_in = cfg.pool_sizes[stage], math.prod(cfg.pool_sizes[:stage])
+    offsets = where_offsets(where, pool_size, cfg.stage_sizes[stage])  # (N, C, h, w, 2) inside the window
+    h, w = offsets.shape[2:4]
+    cells = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij"), dim=-1)  # (h, w, 2)
+    return (cells.to(offsets) * pool_size + offsets) * stride_in  # (N, C, h, w, 2)
+
+
+def _decisive(what: torch.Tensor, pre_pool: torch.Tensor, pool_size: int) -> torch.Tensor:
+    """Switches worth following: an active what from a window that is not flat. (A flat window, e.g. a
+    background patch, puts its switch at a fixed cell in every image, so it would "follow" any even shift.)"""
+    spread = F.max_pool2d(pre_pool, pool_size) + F.max_pool2d(-pre_pool, pool_size)  # (N, C, h, w): max - min
+    return (what > 0) & (spread > 1e-6 * pre_pool.abs().amax().clamp(min=1.0))
+
+
+def _followed(model: SWWAE, stage: int, positions: torch.Tensor, active: torch.Tensor, moved_positions: torch.Tensor,
+              moved_active: torch.Tensor, dx: int, dy: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For each active switch at p, look up the moved image's switch in the window holding p + (dy, dx).
+
+    positions, moved_positions: (N, C, h, w, 2) input pixels; active, moved_active: (N, C, h, w) bool.
+    -> (counted (N, C, h, w) bool: active and p + shift inside the pooled area, followed bool, error float).
+    """
+    cfg = model.config
+    h, w = active.shape[-2:]
+    window = cfg.pool_sizes[stage] * math.prod(cfg.pool_sizes[:stage])  # input pixels per window
+    target = positions + torch.tensor([dy, dx], dtype=positions.dtype)  # (N, C, h, w, 2)
+    cell = torch.div(target, window, rounding_mode="floor").long()  # (N, C, h, w, 2) window holding the target
+    inside = (cell[..., 0] >= 0) & (cell[..., 0] < h) & (cell[..., 1] >= 0) & (cell[..., 1] < w)
+    flat = (cell[..., 0].clamp(0, h - 1) * w + cell[..., 1].clamp(0, w - 1)).flatten(2)  # (N, C, h*w)
+    found = torch.stack([moved_positions[..., i].flatten(2).gather(2, flat) for i in (0, 1)], -1)  # (N, C, h*w, 2)
+    found_active = moved_active.flatten(2).gather(2, flat).view_as(active)  # (N, C, h, w)
+    error = (found.view_as(target) - target).abs().amax(-1)  # (N, C, h, w) input pixels
+    tolerance = 1e-4 if cfg.pooling != "soft" else 0.5 * math.prod(cfg.pool_sizes[:stage])
+    counted = active & inside
+    return counted, found_active & (error <= tolerance), error
+
+
+def shift_probe(model: SWWAE, images: torch.Tensor, dx: int, dy: int,
+                reference: torch.Tensor | None = None) -> list[ShiftStage]:
+    """What invariance and where equivariance of every stage under a shift of (dx, dy) pixels (right, down).
+
+    images: (C, H, W) or (N, C, H, W). reference: images of the same count whose switches give the chance level;
+    default: the set itself rolled by one image (none for a single image: where_reference is then NaN).
+    """
     cfg = model.config
     with _evaluating(model):
-        batch = _batch(image, model)
-        both = model.encode(torch.cat([batch, shift_image(batch, dx, dy)]))
-    result = []
-    for stage, (what, where) in enumerate(zip(both.whats, both.wheres)):
+        batch = _batch(images, model)
         n = batch.shape[0]
-        what_change = (what[n:] - what[:n]).norm() / what[:n].norm().clamp(min=1e-12)
-        offsets = where_offsets(where, cfg.pool_sizes[stage], cfg.stage_sizes[stage])  # (2N, C, h, w, 2)
-        moved = ((offsets[n:] - offsets[:n]).abs() > 0.5).any(-1).float().mean()
-        result.append(ProbeStage(stage, what_change.item(), moved.item()))
-    return result
+        if reference is None and n > 1:
+            reference = batch.roll(1, dims=0)
+        parts = [batch, shift_image(batch, dx, dy)]
+        if reference is not None:
+            parts.append(shift_image(_batch(reference, model).expand_as(batch), dx, dy))
+        encoding = model.encode(torch.cat(parts))  # (A, A shifted[, reference shifted])
+    input_change = _relative_change(parts[1], batch).mean().item()
+    rows = []
+    for stage in range(len(cfg.channels)):
+        what, pre_pool = encoding.whats[stage].float().cpu(), encoding.pre_pool[stage].float().cpu()
+        positions = _switch_positions(model, stage, encoding.wheres[stage].cpu()).split(n)
+        active = _decisive(what, pre_pool, cfg.pool_sizes[stage]).split(n)
+        counted, followed, error = _followed(model, stage, positions[0], active[0], positions[1], active[1], dx, dy)
+        total = int(counted.sum())
+        reference_followed = math.nan
+        if reference is not None:
+            _, by_chance, _ = _followed(model, stage, positions[0], active[0], positions[2], active[2], dx, dy)
+            reference_followed = (by_chance & counted).sum().item() / total if total else math.nan
+        rows.append(ShiftStage(
+            shift_x=dx, shift_y=dy, stage=stage, stride=math.prod(cfg.pool_sizes[:stage + 1]),
+            input_change=input_change,
+            pre_pool_change=_relative_change(pre_pool[n:2 * n], pre_pool[:n]).mean().item(),
+            what_change=_relative_change(what[n:2 * n], what[:n]).mean().item(),
+            where_followed=(followed & counted).sum().item() / total if total else math.nan,
+            where_reference=reference_followed,
+            where_error=error[counted].mean().item() if total else math.nan,
+            switches=total,
+        ))
+    return rows
+
+
+def shift_curves(model: SWWAE, images: torch.Tensor, shifts: Sequence[int] = range(5),
+                 reference: torch.Tensor | None = None) -> list[ShiftStage]:
+    """`shift_probe` for shifts of 0..4 pixels along x (right), then along y (down): rows in that order."""
+    rows = []
+    for axis in ("x", "y"):
+        for shift in shifts:
+            dx, dy = (shift, 0) if axis == "x" else (0, shift)
+            rows += shift_probe(model, images, dx, dy, reference)
+    return rows
+
+
+def shift_findings(rows: Sequence[ShiftStage], shift: int) -> list[str]:
+    """Sentences stating what the rows of one shift size show, each computed from the numbers in them.
+
+    Rows of a shift along x and along y are averaged. Nothing is claimed that the numbers do not show.
+    """
+    stages = sorted({r.stage for r in rows})
+    at = {s: [r for r in rows if r.shift == shift and r.stage == s] for s in stages}
+    if shift == 0 or not all(at.values()):
+        return []
+    mean = lambda s, name: float(np.nanmean([getattr(r, name) for r in at[s]]))  # noqa: E731
+    absorbed = [s for s in stages if mean(s, "what_per_pre_pool") < 1]
+    lines = []
+    if absorbed:
+        lines.append("At a %d-pixel shift, pooling absorbs part of the shift at stage %s: the what changes %s as "
+                     "much as the map it pools." % (shift, ", ".join(str(s + 1) for s in absorbed), ", ".join(
+                         f"{mean(s, 'what_per_pre_pool'):.2f}×" for s in absorbed)))
+    else:
+        lines.append(f"At a {shift}-pixel shift, no stage's pooling makes its what change less than the map it pools.")
+    per_input = [mean(s, "what_per_input") for s in stages]
+    steps = " → ".join(f"{v:.2f}×" for v in per_input)
+    if all(b < a for a, b in zip(per_input, per_input[1:])):
+        lines.append(f"Relative to the input's change, the what changes {steps} from stage 1 to stage {len(stages)}: "
+                     "invariance builds up with depth.")
+    else:
+        lines.append(f"Relative to the input's change, the what changes {steps} from stage 1 to stage {len(stages)}: "
+                     "it does not fall at every stage.")
+    multiples = [s for s in stages if shift % at[s][0].stride == 0]
+    for s in multiples:
+        followed, reference = mean(s, "where_followed"), mean(s, "where_reference")
+        versus = f" (a different image's switches: {reference:.0%})" if not math.isnan(reference) else ""
+        lines.append(f"The shift is a multiple of stage {s + 1}'s stride ({at[s][0].stride} px): {followed:.0%} of its "
+                     f"active switches moved by exactly the shift{versus}.")
+    others = [s for s in stages if s not in multiples]
+    if others:
+        lines.append("Not a multiple of the stride at stage " + ", ".join(str(s + 1) for s in others) + ": "
+                     + ", ".join(f"{mean(s, 'where_followed'):.0%}" for s in others) + " of the switches followed.")
+    return lines
 
 
 @dataclass
@@ -215,3 +373,112 @@ def layer_views(model: SWWAE, image: torch.Tensor) -> tuple[list[StageView], Enc
             mid_mse=None if hidden is None else _mse(hidden, encoding.whats[stage]),
         ))
     return views, encoding, decoding
+
+
+@dataclass
+class UnitView:
+    """One channel (unit) of one stage for one image, and the pixels it accounts for."""
+
+    stage: int
+    channel: int
+    pre_pool: np.ndarray  # (H_l, W_l) the channel's map before pooling
+    what: np.ndarray  # (h_l, w_l)
+    where_offset: np.ndarray  # (h_l, w_l, 2) (row, col) inside the window
+    decoding: np.ndarray  # (C, H, W) decoded from this stage with only this channel's what, the image's wheres
+    contribution: np.ndarray  # (C, H, W) decoding minus the decoding with every channel of the stage at 0
+    recon: np.ndarray  # (C, H, W) the whole image's reconstruction
+    recon_mse: float  # MSE of the whole reconstruction against the image
+
+
+def _unit_batch(model: SWWAE, encoding: Encoding, stage: int, channel: int) -> torch.Tensor:
+    """Decodings from `stage` of: only `channel` kept, and no channel kept. -> (2N, C, H, W)."""
+    only = encoding.keeping_channels(stage, [channel])
+    none = encoding.keeping_channels(stage, [])
+    return model.decode(_cat_encodings([only, none]), from_stage=stage).recon
+
+
+def unit_decodings(model: SWWAE, images: torch.Tensor, stage: int, channel: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode each image from `stage` with only `channel`'s what kept (other channels 0) and its own wheres.
+
+    -> (decodings (N, C, H, W), contributions (N, C, H, W): decodings minus the all-zero stage's decoding).
+    """
+    with _evaluating(model):
+        encoding = model.encode(_batch(images, model))
+        both = _unit_batch(model, encoding, stage, channel)
+    n = encoding.logits.shape[0]
+    return both[:n], both[:n] - both[n:]
+
+
+def unit_view(model: SWWAE, image: torch.Tensor, stage: int, channel: int) -> UnitView:
+    """A unit's maps for one image (C, H, W), its decoding and the whole image's reconstruction error."""
+    with _evaluating(model):
+        batch = _batch(image, model)
+        encoding = model.encode(batch)
+        recon = model.decode(encoding).recon  # (1, C, H, W)
+        both = _unit_batch(model, encoding, stage, channel)  # (2, C, H, W)
+    cfg = model.config
+    offsets = where_offsets(encoding.wheres[stage], cfg.pool_sizes[stage], cfg.stage_sizes[stage])  # (1, C_l, h, w, 2)
+    numpy = lambda t: t.float().cpu().numpy()  # noqa: E731
+    return UnitView(
+        stage=stage, channel=channel,
+        pre_pool=numpy(encoding.pre_pool[stage][0, channel]), what=numpy(encoding.whats[stage][0, channel]),
+        where_offset=numpy(offsets[0, channel]), decoding=numpy(both[0]), contribution=numpy(both[0] - both[1]),
+        recon=numpy(recon[0]), recon_mse=_mse(recon, batch),
+    )
+
+
+def channel_peaks(model: SWWAE, images: torch.Tensor, batch_size: int = 250) -> list[np.ndarray]:
+    """Each image's largest what of every channel, per stage: [(N, C_l) float32 for each stage]."""
+    peaks: list[list[np.ndarray]] = [[] for _ in model.config.channels]
+    with _evaluating(model):
+        for start in range(0, images.shape[0], batch_size):
+            encoding = model.encode(_batch(images[start:start + batch_size], model))
+            for stage, what in enumerate(encoding.whats):
+                peaks[stage].append(what.float().amax(dim=(2, 3)).cpu().numpy())  # (B, C_l)
+    return [np.concatenate(stage_peaks) for stage_peaks in peaks]
+
+
+def top_images(peaks: np.ndarray, channel: int, count: int = 9) -> np.ndarray:
+    """Indices of the `count` images whose `channel` peaks highest, best first. peaks: (N, C) of one stage."""
+    return np.argsort(-peaks[:, channel], kind="stable")[:count]
+
+
+@dataclass
+class WhereMorph:
+    """A's what decoded with wheres moving from A's (t = 0) to B's (t = 1)."""
+
+    ts: np.ndarray  # (T,)
+    recons: torch.Tensor  # (T, C, H, W)
+    mse_to_a: np.ndarray  # (T,) against image A
+    mse_to_b: np.ndarray  # (T,) against image B
+
+
+def _morphed_wheres(where_a: torch.Tensor, where_b: torch.Tensor, t: float, generator: torch.Generator
+                    ) -> torch.Tensor:
+    """Soft: (1 - t) * A + t * B of the continuous offsets. Hard: B's switch at a fixed random fraction t of the
+    positions (the same positions for every image, and nested: those taken at t are taken at every larger t)."""
+    if where_a.is_floating_point():
+        return torch.lerp(where_a, where_b, t)
+    order = torch.rand(where_a.shape[1:], generator=generator).to(where_a.device)  # (C, h, w)
+    return torch.where(order < t, where_b, where_a)
+
+
+def morph_where(model: SWWAE, a: torch.Tensor, b: torch.Tensor, ts: Sequence[float],
+                stages: Sequence[int] | None = None, seed: int = 0) -> WhereMorph:
+    """Decode A's what with wheres moved a fraction t of the way from A's to B's at `stages` (default: all)."""
+    stages = range(len(model.config.channels)) if stages is None else stages
+    with _evaluating(model):
+        pair = torch.cat([_batch(a, model), _batch(b, model)])  # (2, C, H, W)
+        encoding = model.encode(pair)
+        morphs = []
+        for t in ts:
+            generator = torch.Generator().manual_seed(seed)  # the same positions at every t
+            wheres = list(encoding.wheres)
+            for stage in stages:
+                wheres[stage] = _morphed_wheres(wheres[stage][:1], wheres[stage][1:], float(t), generator)
+            other = [w if i in stages else w[:1] for i, w in enumerate(wheres)]
+            morphs.append(Encoding([w[:1] for w in encoding.whats], other, [p[:1] for p in encoding.pre_pool],
+                                   encoding.logits[:1]))
+        recons = model.decode(_cat_encodings(morphs)).recon  # (T, C, H, W)
+    errors = lambda image: ((recons.float() - image.float()) ** 2).flatten(1).mean(1).cpu().numpy()  # noqa: E731
+    return WhereMorph(np.asarray(ts, dtype=float), recons, errors(pair[0:1]), errors(pair[1:2]))

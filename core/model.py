@@ -141,6 +141,21 @@ class Encoding:
         """A copy whose what at `stages` comes from `other`. Only the top what feeds the decoder."""
         return self._take("whats", other, stages)
 
+    def keeping_channels(self, stage: int, channels: Sequence[int]) -> "Encoding":
+        """A copy whose what at `stage` keeps only `channels` (the others zeroed): decode it from `stage` to see
+        the pixels those units account for, placed by the image's own wheres."""
+        if not 0 <= stage < len(self.whats):
+            raise ValueError(f"stage {stage} does not exist; expected 0..{len(self.whats) - 1}")
+        count = self.whats[stage].shape[1]
+        keep = torch.zeros(count, dtype=torch.bool, device=self.whats[stage].device)
+        for channel in channels:
+            if not 0 <= channel < count:
+                raise ValueError(f"channel {channel} does not exist at stage {stage}; expected 0..{count - 1}")
+            keep[channel] = True
+        whats = list(self.whats)
+        whats[stage] = self.whats[stage] * keep.view(1, count, 1, 1).to(self.whats[stage].dtype)  # (N, C_l, h_l, w_l)
+        return replace(self, whats=whats)
+
     def select(self, index) -> "Encoding":
         """Rows `index` of the batch (an int, slice, list or index tensor), as an Encoding."""
         if isinstance(index, int):
@@ -238,10 +253,12 @@ class SWWAE(nn.Module):
             wheres.append(where)
         return Encoding(whats=whats, wheres=wheres, pre_pool=pre_pool, logits=self.to_logits(h))
 
-    def decode(self, encoding: Encoding, *, pooling: str | None = None) -> Decoding:
-        """Reconstruct from the top what and every stage's where.
+    def decode(self, encoding: Encoding, *, pooling: str | None = None, from_stage: int | None = None) -> Decoding:
+        """Reconstruct from the what of `from_stage` (default: the top) and the wheres of it and every stage below.
 
         `pooling` overrides the unpooling rule (e.g. 'none' for a no-where reconstruction of a hard model).
+        Starting lower (e.g. from one unit's what, see `Encoding.keeping_channels`) skips the stages above;
+        `hiddens` then covers stages 0 .. from_stage-1 and `unpooled` stages 0 .. from_stage.
         """
         cfg = self.config
         mode = pooling or cfg.pooling
@@ -249,9 +266,12 @@ class SWWAE(nn.Module):
             raise ValueError(f"pooling must be one of {POOLING_MODES}, got {mode!r}")
         if len(encoding.wheres) != len(cfg.channels):
             raise ValueError(f"encoding has {len(encoding.wheres)} stages, expected {len(cfg.channels)}")
-        h = encoding.whats[-1]  # (N, C_top, top, top)
+        top = len(cfg.channels) - 1 if from_stage is None else from_stage
+        if not 0 <= top < len(cfg.channels):
+            raise ValueError(f"from_stage {from_stage} does not exist; expected 0..{len(cfg.channels) - 1}")
+        h = encoding.whats[top]  # (N, C_top, h_top, w_top)
         hiddens, unpooled = [], []
-        for stage in reversed(range(len(cfg.channels))):
+        for stage in reversed(range(top + 1)):
             size = cfg.stage_sizes[stage]
             h = unpool(h, encoding.wheres[stage], mode, cfg.pool_sizes[stage], (size, size))  # (N, C_l, H_l, W_l)
             unpooled.append(h)

@@ -4,9 +4,13 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from core.experiments import layer_views, no_where_recon, psnr, shift_image, swap_matrix, swap_where, translation_probe
-from core.model import SWWAE, digits_config
+from core.experiments import (
+    channel_peaks, layer_views, morph_where, no_where_recon, psnr, shift_curves, shift_findings, shift_image,
+    shift_probe, swap_matrix, swap_where, top_images, unit_decodings, unit_view,
+)
+from core.model import SWWAE, ModelConfig, digits_config
 
 
 @pytest.fixture
@@ -63,11 +67,112 @@ def test_shift_image_moves_pixels_and_zero_fills():
     assert torch.equal(s[0, 2:, 1:], x[0, :2, :3]) and s[0, :2].abs().sum() == 0 and s[0, :, 0].abs().sum() == 0
 
 
-def test_translation_probe_is_zero_for_no_shift_and_positive_for_a_shift(model):
-    x = torch.rand(1, 28, 28)
-    assert all(p.what_change == 0 and p.where_change == 0 for p in translation_probe(model, x, 0, 0))
-    moved = translation_probe(model, x, 3, 1)
-    assert len(moved) == 3 and all(p.what_change > 0 and 0 < p.where_change <= 1 for p in moved)
+def identity_model(stages: int, pooling: str = "hard", size: int = 16) -> SWWAE:
+    """A hand-built SWWAE whose every stage is a 1x1 identity conv then 2x2 pooling: its what is exactly invariant
+    to a shift inside a pooling window, and its where exactly follows the shift."""
+    config = ModelConfig(image_size=size, channels=(1,) * stages, kernel_sizes=(1,) * stages, pool_sizes=(2,) * stages,
+                         batch_norm=False, head_width=0, pooling=pooling, soft_beta=60.0, input_mean=(0.0,),
+                         input_std=(1.0,))
+    model = SWWAE(config).eval()
+    with torch.no_grad():
+        for stage in model.encoder_stages:
+            stage[0].weight.fill_(1.0)
+            stage[0].bias.zero_()
+    return model
+
+
+def dots(size: int, points: list[tuple[int, int]]) -> torch.Tensor:
+    image = torch.zeros(1, size, size)
+    for row, col in points:
+        image[0, row, col] = 1.0
+    return image
+
+
+@pytest.mark.parametrize("pooling", ["hard", "soft"])
+def test_shift_probe_gives_the_ideal_values_on_an_invariant_model(pooling):
+    model = identity_model(1, pooling)
+    image = dots(16, [(2, 2), (6, 10), (12, 4)])  # each dot at the top-left of its 2x2 window
+    other = dots(16, [(3, 3), (7, 11), (13, 5)])  # a different image: dots at the bottom-right corners
+    stage, = shift_probe(model, image, 1, 0, reference=other)  # one pixel right: every dot stays in its window
+    assert stage.what_change == pytest.approx(0.0, abs=1e-5) and stage.what_per_pre_pool == pytest.approx(0.0, abs=1e-5)
+    assert stage.pre_pool_change == pytest.approx(math.sqrt(2)) and stage.input_change == pytest.approx(math.sqrt(2))
+    assert stage.switches == 3 and stage.where_followed == 1.0 and stage.where_reference == 0.0
+    assert stage.where_error == pytest.approx(0.0, abs=0.05)
+    down, = shift_probe(model, image, 0, 1, reference=other)
+    assert down.what_change == pytest.approx(0.0, abs=1e-5) and down.where_followed == 1.0
+
+
+def test_where_follows_a_shift_by_the_total_stride_at_every_stage():
+    model = identity_model(2)
+    image = dots(16, [(1, 2), (5, 9), (9, 4)])
+    stage1, stage2 = shift_probe(model, image, 4, 4)  # 4 px = stage 2's total stride
+    assert stage1.stride == 2 and stage2.stride == 4
+    assert stage1.where_followed == 1.0 and stage2.where_followed == 1.0 and stage2.switches == 3
+    assert math.isnan(stage1.where_reference)  # one image and no reference given: no chance level
+    odd, _ = shift_probe(model, image, 1, 0)  # moves the dots across window borders
+    assert odd.where_followed == 1.0 and odd.what_change > 0  # the switch still follows; the what does not stay put
+
+
+def test_shift_curves_cover_both_axes_and_their_findings_quote_the_numbers(model):
+    images = torch.rand(4, 1, 28, 28)
+    rows = shift_curves(model, images, shifts=[0, 2])
+    assert [(r.shift_x, r.shift_y) for r in rows[::3]] == [(0, 0), (2, 0), (0, 0), (0, 2)]
+    assert all(r.where_followed == 1.0 and r.what_change == 0 for r in rows if r.shift == 0)
+    direct = shift_probe(model, images, 0, 2)
+    assert [r.what_change for r in rows[-3:]] == [r.what_change for r in direct]
+    findings = shift_findings(rows, 2)
+    ratio = np.mean([r.what_per_input for r in rows if r.shift == 2 and r.stage == 0])
+    assert any(f"{ratio:.2f}×" in line for line in findings)
+    assert shift_findings(rows, 0) == []
+
+
+def test_unit_decoding_of_all_channels_equals_decoding_from_that_stage(model):
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        encoding = model.encode(x)
+        full = model.decode(encoding).recon
+        for stage, channels in enumerate(model.config.channels):
+            every = model.decode(encoding.keeping_channels(stage, range(channels)), from_stage=stage).recon
+            assert torch.allclose(every, model.decode(encoding, from_stage=stage).recon)
+        assert torch.allclose(model.decode(encoding, from_stage=2).recon, full)
+        # decoding from stage 1 is the decoder's lower half applied to stage 1's what, by hand
+        h = F.max_unpool2d(encoding.whats[1], encoding.wheres[1], 2, 2, output_size=(14, 14))
+        h = F.max_unpool2d(model.decoder_stages[1](h), encoding.wheres[0], 2, 2, output_size=(28, 28))
+        assert torch.allclose(model.decode(encoding, from_stage=1).recon, torch.sigmoid(model.decoder_stages[0](h)), atol=1e-6)
+        only = model.decode(encoding.keeping_channels(1, [3]), from_stage=1).recon
+        nothing = model.decode(encoding.keeping_channels(1, []), from_stage=1).recon
+    decodings, contributions = unit_decodings(model, x, 1, 3)
+    assert torch.allclose(decodings, only, atol=1e-6) and torch.allclose(contributions, only - nothing, atol=1e-6)
+    view = unit_view(model, x[0], 1, 3)
+    assert np.allclose(view.decoding, only[0].numpy(), atol=1e-6)
+    assert np.allclose(view.what, encoding.whats[1][0, 3].numpy())
+    assert view.recon_mse == pytest.approx(((full[0] - x[0]) ** 2).mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="channel 6 does not exist"):
+        encoding.keeping_channels(1, [6])
+
+
+def test_top_images_rank_by_the_channel_peak(model):
+    images = torch.rand(7, 1, 28, 28)
+    peaks = channel_peaks(model, images, batch_size=3)
+    with torch.no_grad():
+        whats = model.encode(images).whats
+    for stage, what in enumerate(whats):
+        assert np.allclose(peaks[stage], what.amax(dim=(2, 3)).numpy())
+    top = top_images(peaks[2], 5, count=3)
+    assert list(top) == list(np.argsort(-whats[2][:, 5].amax(dim=(1, 2)).numpy())[:3])
+
+
+@pytest.mark.parametrize("pooling", ["hard", "soft"])
+def test_where_morph_runs_from_a_to_what_a_with_where_b(pooling):
+    torch.manual_seed(0)
+    model = SWWAE(digits_config(channels=(4, 6, 8), head_width=16, pooling=pooling)).eval()
+    a, b = torch.rand(1, 28, 28), torch.rand(1, 28, 28)
+    morph = morph_where(model, a, b, [0.0, 0.5, 1.0])
+    swapped = swap_where(model, a, b, [0, 1, 2])
+    assert torch.allclose(morph.recons[0], swapped.recon_a, atol=1e-6)
+    assert torch.allclose(morph.recons[2], swapped.what_a_where_b, atol=1e-6)
+    assert morph.mse_to_a[0] == pytest.approx(swapped.metrics["recon_a"]["mse_a"], rel=1e-5)
+    assert not torch.allclose(morph.recons[1], morph.recons[0]) and not torch.allclose(morph.recons[1], morph.recons[2])
 
 
 def test_layer_views_agree_with_the_encoding(model):
