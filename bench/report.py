@@ -3,6 +3,7 @@
     python -m bench.report
 
 Reads docs/results/semisup.jsonl (bench.semisup), docs/results/where_ablation.json (bench.where_ablation),
+docs/results/invariance.json (bench.invariance),
 docs/results/train_speed.json (bench.train --out) and docs/results/model_speed.json (bench.model --out).
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from bench import semisup
 from bench.common import RESULTS_DIR, read_jsonl
+from core.experiments import ShiftStage, shift_findings
 from core.model import ModelConfig
 
 DOC = RESULTS_DIR.parent / "RESULTS.md"
@@ -27,6 +29,7 @@ COMMANDS = {
     "semisup": "python -m bench.semisup --test-data ../shared/data/mnist --jobs 2",
     "variant": "python -m bench.semisup --test-data ../shared/data/mnist --jobs 2 --labels {labels} {flags}",
     "ablation": "python -m bench.where_ablation --test-data ../shared/data/mnist --jobs 2",
+    "invariance": "python -m bench.invariance --test-data ../shared/data/mnist",
     "train": "python -m bench.train --out docs/results/train_speed.json",
     "model": "python -m bench.model --out docs/results/model_speed.json",
     "report": "python -m bench.report",
@@ -253,29 +256,41 @@ def ablation_section(path: Path) -> list[str]:
         verdicts.append(f"{mode} {ratio:.3f}× (worst seed {worst:.3f}×) — {'met' if worst <= 0.5 else 'not met'}")
     lines += ["", "Target (with where, MSE ≤ 0.5× the `none` model, at every seed): " + "; ".join(verdicts) + ".", "",
               "![reconstructions by pooling mode](results/where_ablation.png)", ""]
-    inv = results["invariance"]
-    stages = len(inv["what_change"][0])
+    return lines
+
+
+def invariance_section(path: Path) -> list[str]:
+    lines = ["## Invariance in what, equivariance in where", ""]
+    if not path.is_file():
+        return lines + [f"Not run yet: `{COMMANDS['invariance']}`.", ""]
+    results = json.loads(path.read_text())
     lines += [
-        "## Invariance: how what and where change under translation", "",
-        f"The translation probe (`core.experiments.translation_probe`) of `{inv['checkpoint']}` on {inv['images']} test "
-        "digits shifted right by 0..4 pixels: per stage, the relative L2 change of the whats and the share of "
-        "switches whose position inside the pooling window moved.", "",
-        "| shift (px) | " + " | ".join(f"stage {i + 1} what | stage {i + 1} where" for i in range(stages)) + " |",
-        "|---|" + "---|---|" * stages,
+        f"Command: `{COMMANDS['invariance']}`.", "",
+        f"The shift probe (`core.experiments.shift_probe`, the same function as the Swap page's) over "
+        f"{results['images']} {results['image_source']} digits spread evenly over the set, shifted right and down by "
+        f"{', '.join(str(s) for s in results['shifts'])} pixels. Per stage: the relative L2 change "
+        "‖f(shifted) − f(x)‖ / ‖f(x)‖ of the input, of the stage's pre-pool map and of its what, in the same units, "
+        "so *what ÷ pre-pool* below 1 is change that the pooling absorbed and *what ÷ input* says how invariance "
+        "builds up with depth; and the share of *decisive* switches (an active what from a window that is not flat) "
+        "whose position in the image moved by exactly the shift (soft where: to within half an input pixel), next to "
+        "the same share against the next digit's switches, shifted the same way (chance). "
+        "Rows average the shift right and the shift down.", "",
     ]
-    for shift, what, where in zip(inv["shifts"], inv["what_change"], inv["where_change"]):
-        lines.append(f"| {shift} | " + " | ".join(f"{w:.3f} | {m:.3f}" for w, m in zip(what, where)) + " |")
-    first = inv["shifts"].index(1) if 1 in inv["shifts"] else 1
-    calmer = [str(i + 1) for i in range(stages) if inv["what_change"][first][i] < inv["where_change"][first][i]]
-    lines += ["", f"Reading: at a 1-pixel shift the what changes less than the where at "
-              f"{'stage ' + ', '.join(calmer) if calmer else 'no stage'}. Both measures compare maps cell by cell, "
-              "so a what map that moves with the digit counts as changed; the what's relative change falls from "
-              f"stage 1 to stage {stages} ({inv['what_change'][first][0]:.3f} to {inv['what_change'][first][-1]:.3f} at "
-              "1 pixel)" + (": deeper whats are more shift-invariant" if inv["what_change"][first][-1] < inv["what_change"][first][0]
-                              else "") + ", while the share of moved switches "
-              + ("grows" if inv["where_change"][first][-1] > inv["where_change"][first][0] else "does not grow")
-              + " with depth."]
-    return lines + ["", "![what vs where under translation](results/invariance.png)", ""]
+    for name, model in results["models"].items():
+        rows = [ShiftStage(**r) for r in model["rows"]]
+        lines += [f"### {name}: `{model['checkpoint']}`", "",
+                  "| shift (px) | stage (stride) | what ÷ pre-pool | what ÷ input | switches followed | chance |",
+                  "|---|---|---|---|---|---|"]
+        for shift in sorted({r.shift for r in rows} - {0}):
+            for stage in sorted({r.stage for r in rows}):
+                mine = [r for r in rows if r.shift == shift and r.stage == stage]
+                mean = lambda name: sum(getattr(r, name) for r in mine) / len(mine)  # noqa: E731
+                lines.append(f"| {shift} | {stage + 1} ({mine[0].stride}) | {mean('what_per_pre_pool'):.3f} | "
+                             f"{mean('what_per_input'):.3f} | {mean('where_followed'):.3f} | "
+                             f"{mean('where_reference'):.3f} |")
+        lines += [""] + [f"- {line}" for shift in (1, 2, 4, 8) if shift in results["shifts"]
+                         for line in shift_findings(rows, shift)] + [""]
+    return lines + ["![shift probe](results/invariance.png)", ""]
 
 
 def speed_section(out_dir: Path) -> list[str]:
@@ -314,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
              "scripts below saved in `docs/results/`; rerun a script, then the report, to reproduce it.", ""]
     lines += semisup_section(read_jsonl(out_dir / "semisup.jsonl"), out_dir)
     lines += ablation_section(out_dir / "where_ablation.json")
+    lines += invariance_section(out_dir / "invariance.json")
     lines += speed_section(out_dir)
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC}")

@@ -1,4 +1,4 @@
-"""Does "where" carry what the decoder needs? And is "what" more shift-invariant than "where"?
+"""Does "where" carry what the decoder needs? The where ablation.
 
     python -m bench.where_ablation --test-data ../shared/data/mnist [--steps 3000] [--seeds 0 1] [--jobs 2]
 
@@ -7,9 +7,7 @@
    (the decoder ignores where and upsamples), once per seed. Reconstruction MSE on the official MNIST test set
    (mean over seeds, and each seed's ratio to 'none'), and a figure of the same test digits reconstructed by the
    first seed's models (docs/results/where_ablation.png).
-2. Invariance: the translation probe (core.experiments.translation_probe) of the shipped model over shifts of
-   0..4 pixels on 500 test digits: per stage, the relative change of the whats and the share of wheres that move
-   (docs/results/invariance.png).
+(Invariance in what and equivariance in where, measured on these models, is bench.invariance.)
 Figures JSON goes to docs/results/where_ablation.json; bench.report turns it into docs/RESULTS.md.
 """
 from __future__ import annotations
@@ -27,9 +25,8 @@ import numpy as np
 import torch
 
 from bench.common import DEFAULT_TEST_DATA, RESULTS_DIR, load_mnist_test, test_metrics
-from core.checkpoint import load_checkpoint, save_checkpoint
+from core.checkpoint import save_checkpoint
 from core.data import DataConfig
-from core.experiments import translation_probe
 from core.model import digits_config
 from core.train import TrainConfig, train
 
@@ -74,17 +71,6 @@ def by_mode(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def invariance(checkpoint_path: str, test_images: torch.Tensor, shifts: range, count: int) -> dict:
-    model = load_checkpoint(checkpoint_path).model
-    images = test_images[:count]
-    curves: dict[str, list[list[float]]] = {"what_change": [], "where_change": []}
-    for shift in shifts:
-        probe = translation_probe(model, images, shift, 0)
-        curves["what_change"].append([p.what_change for p in probe])
-        curves["where_change"].append([p.where_change for p in probe])
-    return {"checkpoint": checkpoint_path, "images": count, "shifts": list(shifts), **curves}
-
-
 def plot(results: dict, test_images: torch.Tensor, out_dir: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -104,21 +90,6 @@ def plot(results: dict, test_images: torch.Tensor, out_dir: Path) -> None:
     fig.savefig(out_dir / "where_ablation.png", dpi=120)
     plt.close(fig)
 
-    inv = results["invariance"]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    stages = len(inv["what_change"][0])
-    for stage in range(stages):
-        color = f"C{stage}"
-        ax.plot(inv["shifts"], [v[stage] for v in inv["what_change"]], "-o", color=color, label=f"stage {stage + 1} what")
-        ax.plot(inv["shifts"], [v[stage] for v in inv["where_change"]], "--s", color=color, label=f"stage {stage + 1} where")
-    ax.set_xlabel("horizontal shift (pixels)")
-    ax.set_ylabel("relative change (what) / share moved (where)")
-    ax.set_title("Translation probe, shipped model, 500 test digits", fontsize=9)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out_dir / "invariance.png", dpi=120)
-    plt.close(fig)
-
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -131,8 +102,6 @@ def main(argv: list[str] | None = None) -> dict:
                         "first seed's models are saved and shown")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--checkpoint", default="checkpoints/default.pt", help="model for the invariance probe")
-    parser.add_argument("--probe-images", type=int, default=500)
     parser.add_argument("--out-dir", default=str(RESULTS_DIR))
     parser.add_argument("--checkpoint-dir", default="checkpoints", help="where the three trained models are saved "
                         "(the dashboard lists them, so the soft and none models can be explored too)")
@@ -151,7 +120,6 @@ def main(argv: list[str] | None = None) -> dict:
         "ablation": ablation,
         "mse_ratio_hard_to_none": mse["hard"] / mse["none"],
         "mse_ratio_soft_to_none": mse["soft"] / mse["none"],
-        "invariance": invariance(args.checkpoint, test_images, range(0, 5), args.probe_images),
     }
     plot(results, test_images, out_dir)
     (out_dir / "where_ablation.json").write_text(json.dumps(results))

@@ -18,9 +18,9 @@ from core.model import SWWAE, Decoding, Encoding
 from core.pooling import where_offsets
 
 __all__ = [
-    "SwapResult", "StageView", "ShiftStage", "UnitView",
-    "swap_where", "swap_matrix", "no_where_recon", "shift_probe", "shift_curves", "shift_findings", "layer_views",
-    "unit_view", "unit_decodings", "channel_peaks", "top_images", "morph_where", "shift_image", "psnr",
+    "SwapResult", "StageView", "ShiftStage", "UnitView", "WhereMorph",
+    "swap_where", "swap_matrix", "reconstruct", "no_where_recon", "shift_probe", "shift_curves", "shift_findings",
+    "layer_views", "unit_view", "unit_decodings", "channel_peaks", "top_images", "morph_where", "shift_image", "psnr",
     "class_probabilities", "classify", "mse",
 ]
 
@@ -129,6 +129,12 @@ def swap_matrix(model: SWWAE, images: torch.Tensor, stages: Sequence[int] | None
     return recons.view(k, k, *recons.shape[1:]), mse.view(k, k).cpu().numpy()
 
 
+def reconstruct(model: SWWAE, images: torch.Tensor) -> torch.Tensor:
+    """The model's own reconstruction of one image or a batch: (N, C, H, W)."""
+    with _evaluating(model):
+        return model.decode(model.encode(_batch(images, model))).recon
+
+
 def no_where_recon(model: SWWAE, images: torch.Tensor) -> torch.Tensor:
     """Reconstruction with every where replaced by the 'none' rule (nearest upsampling): (N, C, H, W)."""
     with _evaluating(model):
@@ -160,8 +166,8 @@ class ShiftStage:
     pre-pool map's and the what's are in the same units and their ratios say how much each step absorbs.
     Only decisive switches count: an active what from a window whose values are not all equal. A switch *follows*
     the shift when its absolute input position moved by exactly the shift: the shifted image's decisive
-    switch in the window that now holds (position + shift) is there (soft wheres: within
-    half a pixel of the stage's input grid). `where_reference` is the same figure against the switches of a
+    switch in the window that now holds (position + shift) is there (soft wheres: to within half an input
+    pixel). `where_reference` is the same figure against the switches of a
     different image shifted the same way: what chance alone gives.
     """
 
@@ -169,6 +175,7 @@ class ShiftStage:
     shift_y: int
     stage: int
     stride: int  # input pixels per what cell (the stage's total stride)
+    grid: int  # input pixels between neighbouring switch positions (the stride of the stage's input)
     input_change: float
     pre_pool_change: float
     what_change: float
@@ -235,7 +242,7 @@ def _followed(model: SWWAE, stage: int, positions: torch.Tensor, active: torch.T
     found = torch.stack([moved_positions[..., i].flatten(2).gather(2, flat) for i in (0, 1)], -1)  # (N, C, h*w, 2)
     found_active = moved_active.flatten(2).gather(2, flat).view_as(active)  # (N, C, h, w)
     error = (found.view_as(target) - target).abs().amax(-1)  # (N, C, h, w) input pixels
-    tolerance = 1e-4 if cfg.pooling != "soft" else 0.5 * math.prod(cfg.pool_sizes[:stage])
+    tolerance = 0.5 if cfg.pooling == "soft" else 1e-4  # soft: continuous positions, to within half an input pixel
     counted = active & inside
     return counted, found_active & (error <= tolerance), error
 
@@ -271,6 +278,7 @@ def shift_probe(model: SWWAE, images: torch.Tensor, dx: int, dy: int,
             reference_followed = (by_chance & counted).sum().item() / total if total else math.nan
         rows.append(ShiftStage(
             shift_x=dx, shift_y=dy, stage=stage, stride=math.prod(cfg.pool_sizes[:stage + 1]),
+            grid=math.prod(cfg.pool_sizes[:stage]),
             input_change=input_change,
             pre_pool_change=_relative_change(pre_pool[n:2 * n], pre_pool[:n]).mean().item(),
             what_change=_relative_change(what[n:2 * n], what[:n]).mean().item(),
@@ -325,10 +333,14 @@ def shift_findings(rows: Sequence[ShiftStage], shift: int) -> list[str]:
         versus = f" (a different image's switches: {reference:.0%})" if not math.isnan(reference) else ""
         lines.append(f"The shift is a multiple of stage {s + 1}'s stride ({at[s][0].stride} px): {followed:.0%} of its "
                      f"active switches moved by exactly the shift{versus}.")
-    others = [s for s in stages if s not in multiples]
-    if others:
-        lines.append("Not a multiple of the stride at stage " + ", ".join(str(s + 1) for s in others) + ": "
-                     + ", ".join(f"{mean(s, 'where_followed'):.0%}" for s in others) + " of the switches followed.")
+    for s in (s for s in stages if s not in multiples):
+        grid = at[s][0].grid
+        if shift % grid:
+            lines.append(f"Stage {s + 1}'s switches sit on a {grid}-pixel grid, so none can move by exactly {shift} px.")
+        else:
+            lines.append(f"The shift is not a multiple of stage {s + 1}'s stride ({at[s][0].stride} px): "
+                         f"{mean(s, 'where_followed'):.0%} of its active switches moved by exactly the shift "
+                         f"(chance: {mean(s, 'where_reference'):.0%}).")
     return lines
 
 

@@ -63,6 +63,10 @@ def test_layers_page_widgets():
     ok(at)
 
 
+def images(at: AppTest) -> list:
+    return at.get("image")
+
+
 def test_swap_page_widgets():
     at = open_page("swap")
     ok(at)
@@ -71,24 +75,54 @@ def test_swap_page_widgets():
     assert len(at.get("download_button")) == 1
     table = at.dataframe[0].value
     assert list(table["image"]) == ["recon(A)", "recon(B)", "what A + where B", "what B + where A",
-                                    "no-where recon(A)", "no-where recon(B)"]
+                                    "where ignored (A)", "where ignored (B)", "'none' model recon(A)",
+                                    "'none' model recon(B)"]  # the where ablation's none model ships
     assert (table["MSE to A"] >= 0).all() and len(table.columns) == 5
-    panel_before = charts(at)[0].proto.spec
+    panel_before = str(images(at)[0].proto)
     at.checkbox(key="swap_where_0").uncheck().run()
     ok(at)
-    assert charts(at)[0].proto.spec != panel_before  # the crossings changed
+    assert str(images(at)[0].proto) != panel_before  # the crossings changed
     at.number_input(key="swap_b_index").set_value(12).run()
     ok(at)
     at.multiselect(key="swap_matrix_images").set_value([0, 1, 2, 3, 4, 5, 6, 7]).run()
     ok(at)
-    at.slider(key="swap_dx").set_value(-3).run()
-    at.slider(key="swap_dy").set_value(4).run()
-    ok(at)
-    assert "A shifted (-3, 4)" in charts(at)[-2].proto.spec
     for stage in range(stages):
         at.checkbox(key=f"swap_where_{stage}").uncheck()
     at.run()
     ok(at)
+
+
+def test_swap_page_where_morph():
+    at = open_page("swap")
+    curve = at.get("plotly_chart")[0].proto.spec
+    assert '"MSE to A"' in curve and '"MSE to B"' in curve
+    morph_before = str(images(at)[1].proto)
+    at.slider(key="swap_morph_t").set_value(1.0).run()
+    ok(at)
+    assert str(images(at)[1].proto) != morph_before  # the reconstruction at t = 1 (A's what, B's where)
+
+
+def probe_findings(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if m.value.startswith("Over "))
+
+
+def test_swap_page_shift_probe_states_only_what_its_table_shows():
+    at = open_page("swap")
+    table = at.dataframe[1].value  # the probe's numbers at the chosen shift
+    findings = probe_findings(at)
+    assert "shifted 2 px right" in findings
+    for ratio in table["what ÷ pre-pool"]:  # every ratio the first sentence quotes is in the table
+        if ratio < 1:
+            assert f"{ratio:.2f}×" in findings
+    assert f"{table['switches followed'][0]:.0%} of its active switches" in findings  # 2 px: stage 1's stride
+    at.radio(key="swap_probe_axis").set_value("down (y)").run()
+    at.slider(key="swap_shift").set_value(4).run()
+    ok(at)
+    assert "shifted 4 px down" in probe_findings(at)
+    at.radio(key="swap_probe_set").set_value("50 dataset digits").run()
+    ok(at)
+    assert probe_findings(at).startswith("Over 50 mnist5k digits")
+    assert at.dataframe[1].value["switches counted"].sum() > 1000
 
 
 def test_attribution_page_widgets():

@@ -92,11 +92,11 @@ def test_swap_stage_toggle_changes_the_crossing(app_url, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.goto(f"{app_url}/swap", timeout=60_000)
-            panel = page.locator('[data-testid="stPlotlyChart"]').first
+            panel = page.locator('[data-testid="stImage"]').first  # the swap panel, a PNG
             panel.wait_for(timeout=90_000)
-            page.get_by_text("what A + where B").first.wait_for(timeout=30_000)
+            page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=60_000)
             wait_idle(page)
-            page.wait_for_timeout(500)  # plotly finishes drawing
+            page.wait_for_timeout(500)  # the page finishes drawing
             before = panel.screenshot(path=str(tmp_path / "before.png"))
 
             page.get_by_text("stage 1 (28 → 14)").click()

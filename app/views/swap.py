@@ -1,17 +1,29 @@
-"""Swap: decode one image's what with another's where, per stage; the swap matrix; the translation probe."""
+"""Swap: decode one image's what with another's where, per stage; the where morph; the swap matrix; and the shift
+probe that measures what invariance and where equivariance in comparable terms."""
+import hashlib
 from functools import partial
 
+import numpy as np
 import streamlit as st
 
 from app import figures
 from app.inputs import pick_image
-from app.sidebar import current
-from core.experiments import shift_image, swap_matrix, swap_where, translation_probe
-from core.render import display_image, panel_png, swap_grid, swap_tiles
+from app.lines import Line, line_figure
+from app.sidebar import current, load_source
+from core.checkpoint import CheckpointError
+from core.experiments import (
+    mse, morph_where, psnr, reconstruct, shift_curves, shift_findings, shift_image, swap_matrix, swap_where,
+)
+from core.render import Tile, display_image, panel_png, swap_grid, swap_tiles
 
 MAX_MATRIX = 8
+NONE_MODEL = "checkpoints/ablation_none.pt"  # the where ablation's model trained without where, when shipped
 ROW_NAMES = {"recon_a": "recon(A)", "recon_b": "recon(B)", "what_a_where_b": "what A + where B",
-             "what_b_where_a": "what B + where A", "no_where_a": "no-where recon(A)", "no_where_b": "no-where recon(B)"}
+             "what_b_where_a": "what B + where A", "no_where_a": "where ignored (A)", "no_where_b": "where ignored (B)"}
+PROBE_SETS = {"image A (chance: image B)": 1, "50 dataset digits": 50, "200 dataset digits": 200}
+AXES = {"right (x)": "x", "down (y)": "y"}
+PROBE_SHIFTS = range(5)
+MORPH_STEPS = 21  # t = 0, 0.05, ..., 1
 CHART = {"displaylogo": False}
 
 explorer = current()
@@ -33,29 +45,80 @@ stages = [stage for stage, box in enumerate(boxes) if box.checkbox(
     f"stage {stage + 1} ({cfg.stage_sizes[stage]} → {cfg.stage_sizes[stage] // cfg.pool_sizes[stage]})",
     value=True, key=f"swap_where_{stage}")]
 
+
+def none_model_recons():
+    """The where ablation's `none` model's reconstructions of A and B, when it ships and fits this model's input."""
+    if cfg.pooling == "none" or explorer.source == NONE_MODEL:
+        return None
+    try:
+        none_model = load_source(NONE_MODEL, explorer.device).model
+    except CheckpointError:
+        return None
+    if none_model.input_shape != model.input_shape:
+        return None
+    return reconstruct(none_model, a.image), reconstruct(none_model, b.image)
+
+
 result = swap_where(model, a.image, b.image, stages)
 tiles = swap_tiles(a.image.numpy(), b.image.numpy(), result)
-panels = [figures.signed_panel(t.title, t.image) if t.signed else figures.gray_panel(t.title, t.image) for t in tiles]
-st.plotly_chart(figures.panel_figure(
-    panels, columns=5, height=470,
-    coloraxes={"coloraxis": dict(colorscale=figures.GRAY, cmin=0, cmax=1, showscale=False),
-               "coloraxis2": dict(colorscale=figures.SIGNED, cmid=0,
-                                  colorbar=dict(title="diff", len=0.6, thickness=12))}),
-    key="swap_panel", config=CHART)
+for tile in tiles:
+    if tile.title.startswith("no-where"):
+        tile.title = tile.title.replace("no-where", "where ignored")
+trained_without_where = none_model_recons()
+columns = 5
+if trained_without_where is not None:
+    columns = 6
+    recon_a, recon_b = (display_image(r[0].float().cpu().numpy()) for r in trained_without_where)
+    tiles.insert(5, Tile("'none' model recon(A)", recon_a))
+    tiles.append(Tile("'none' model recon(B)", recon_b))
+st.image(panel_png(tiles, columns, scale=5), caption=None)
+no_where_note = ("*where ignored*: this model's decoder with nearest-neighbour unpooling instead of its switches, "
+                 "which it was never trained for.")
+if trained_without_where is not None:
+    no_where_note += (" *'none' model*: the where ablation's model, trained to reconstruct without where "
+                      f"(`{NONE_MODEL}`): the comparison the paper makes.")
+st.caption(no_where_note)
 stage_names = "-".join(str(s + 1) for s in stages) or "none"
-st.download_button("Download this figure (PNG)", data=partial(panel_png, tiles, 5),
+st.download_button("Download this figure (PNG)", data=partial(panel_png, tiles, columns),
                    file_name=f"swap_A-{a.caption}_B-{b.caption}_stages-{stage_names}.png".replace(" ", "")
                    .replace("#", "").replace("(", "").replace(")", ""),
                    mime="image/png", on_click="ignore", key="swap_download", icon=":material/download:")
-st.dataframe(
-    {"image": list(ROW_NAMES.values()),
-     "MSE to A": [result.metrics[n]["mse_a"] for n in ROW_NAMES],
-     "PSNR to A (dB)": [result.metrics[n]["psnr_a"] for n in ROW_NAMES],
-     "MSE to B": [result.metrics[n]["mse_b"] for n in ROW_NAMES],
-     "PSNR to B (dB)": [result.metrics[n]["psnr_b"] for n in ROW_NAMES]},
-    hide_index=True, key="swap_metrics", width="content",
-    column_config={name: st.column_config.NumberColumn(format="%.4f" if "MSE" in name else "%.2f")
-                   for name in ("MSE to A", "PSNR to A (dB)", "MSE to B", "PSNR to B (dB)")})
+table = {name: [result.metrics[key][metric] for key in ROW_NAMES]
+         for name, metric in (("MSE to A", "mse_a"), ("PSNR to A (dB)", "psnr_a"), ("MSE to B", "mse_b"),
+                              ("PSNR to B (dB)", "psnr_b"))}
+table = {"image": list(ROW_NAMES.values()), **table}
+if trained_without_where is not None:
+    for name, recon in zip(("'none' model recon(A)", "'none' model recon(B)"), trained_without_where):
+        errors = (mse(recon, a.image), mse(recon, b.image))
+        table["image"].append(name)
+        for column, value in zip(("MSE to A", "PSNR to A (dB)", "MSE to B", "PSNR to B (dB)"),
+                                 (errors[0], psnr(errors[0]), errors[1], psnr(errors[1]))):
+            table[column].append(value)
+st.dataframe(table, hide_index=True, key="swap_metrics", width="content",
+             column_config={name: st.column_config.NumberColumn(format="%.4f" if "MSE" in name else "%.2f")
+                            for name in ("MSE to A", "PSNR to A (dB)", "MSE to B", "PSNR to B (dB)")})
+
+st.subheader("Where morph")
+morph_col, curve_col = st.columns([2, 3])
+t = morph_col.slider("t: A's where (0) → B's where (1)", 0.0, 1.0, 0.5, 1 / (MORPH_STEPS - 1), key="swap_morph_t",
+                     help="A's what throughout; the wheres of the ticked stages move from A's to B's")
+morph = morph_where(model, a.image, b.image, np.linspace(0, 1, MORPH_STEPS), stages)
+step = int(round(t * (MORPH_STEPS - 1)))
+morph_col.image(panel_png([Tile("A", display_image(a.image.numpy())), Tile("B", display_image(b.image.numpy())),
+                           Tile(f"what A, where t = {t:.2f}", display_image(morph.recons[step].float().cpu().numpy()))],
+                          3, scale=4))
+if cfg.pooling == "soft":
+    morph_col.caption("Soft where: every continuous switch offset moves a fraction t of the way from A's to B's.")
+elif cfg.pooling == "hard":
+    morph_col.caption("Hard where: B's switch at a fixed random fraction t of the positions (the same positions "
+                      "at every larger t), A's elsewhere.")
+else:
+    morph_col.caption("This model ignores where (nearest unpooling), so the morph cannot change its reconstruction.")
+curve_col.plotly_chart(line_figure(
+    [Line("MSE to A", morph.ts.tolist(), morph.mse_to_a.tolist(), 0),
+     Line("MSE to B", morph.ts.tolist(), morph.mse_to_b.tolist(), 1)],
+    title="Reconstruction error over t", x_title="t", y_title="MSE", height=260, marker_x=t),
+    key="swap_morph_curve", config=CHART)
 
 st.subheader("Swap matrix")
 examples = explorer.examples
@@ -83,21 +146,81 @@ else:
                        "coloraxis2": dict(colorscale="Magma", colorbar=dict(title="MSE", len=0.8, thickness=12))}),
             key="swap_matrix", config=CHART)
 
-st.subheader("Translation probe")
-st.caption("Shift image A and see, per stage, how much the what changed (relative L2) and what fraction of the "
-           "switches moved: the where absorbs small translations the what is invariant to.")
-dx_col, dy_col = st.columns(2)
-dx = dx_col.slider("dx (pixels right)", -8, 8, 2, key="swap_dx")
-dy = dy_col.slider("dy (pixels down)", -8, 8, 0, key="swap_dy")
-probe = translation_probe(model, a.image, dx, dy)
-shifted_col, bars_col = st.columns([1, 2])
-shifted_col.plotly_chart(figures.panel_figure(
-    [figures.gray_panel("A", display_image(a.image.numpy())),
-     figures.gray_panel(f"A shifted ({dx}, {dy})", display_image(shift_image(a.image, dx, dy).numpy()))],
-    columns=2, height=240, coloraxes={"coloraxis": dict(colorscale=figures.GRAY, cmin=0, cmax=1, showscale=False)}),
-    key="swap_shifted", config=CHART)
-bars_col.plotly_chart(figures.bar_figure(
-    [f"stage {p.stage + 1}" for p in probe],
-    {"what change (relative L2)": [p.what_change for p in probe],
-     "where change (fraction of switches moved)": [p.where_change for p in probe]},
-    height=280, y_title="change"), key="swap_probe", config=CHART)
+
+@st.cache_data(max_entries=16, show_spinner="Shifting the dataset digits...")
+def dataset_curves(source: str, device: str, dataset: str, size: int, _model, _images) -> list:  # noqa: ARG001
+    """Shift curves of `size` dataset digits spread evenly over the set (every class), against each other.
+    Keyed on (model source, device, dataset, size), which decide `_model` and `_images`."""
+    picked = np.linspace(0, len(_images) - 1, size).round().astype(int)
+    return shift_curves(_model, _images[picked], PROBE_SHIFTS)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def image_curves(source: str, device: str, a_key: str, b_key: str, _model, _a, _b) -> list:  # noqa: ARG001
+    """Shift curves of image A, with image B's switches as the chance level; keyed on the model and both images."""
+    return shift_curves(_model, _a, PROBE_SHIFTS, reference=_b)
+
+
+def fingerprint(image) -> str:
+    return hashlib.sha256(image.numpy().tobytes()).hexdigest()
+
+
+def stage_lines(rows, value: str, reference: str | None, name: str, reference_name: str) -> list[Line]:
+    lines = []
+    for stage in range(len(cfg.channels)):
+        mine = [r for r in rows if r.stage == stage]
+        x = [r.shift for r in mine]
+        lines.append(Line(f"stage {stage + 1} {name}", x, [getattr(r, value) for r in mine], stage))
+        if reference is not None:
+            lines.append(Line(f"stage {stage + 1} {reference_name}", x, [getattr(r, reference) for r in mine], stage,
+                              dashed=True))
+    return lines
+
+
+st.subheader("Shift probe: invariance in what, equivariance in where")
+st.caption("Shift an image and compare, per stage, how much the what changed with how much the map it pools "
+           "(pre-pool) and the input changed: a ratio below 1 is change that pooling absorbed. And count the "
+           "active switches whose position in the image moved by exactly the shift, next to what a different "
+           "image's switches give by chance.")
+settings = st.columns(3)
+probe_set = settings[0].radio("Measure over", list(PROBE_SETS), key="swap_probe_set",
+                              disabled=examples is None)
+axis = AXES[settings[1].radio("Shift direction", list(AXES), key="swap_probe_axis", horizontal=True)]
+shift = settings[2].slider("Shift (pixels)", 1, max(PROBE_SHIFTS), 2, key="swap_shift")
+if PROBE_SETS[probe_set] == 1 or examples is None:
+    rows = image_curves(explorer.source, explorer.device, fingerprint(a.image), fingerprint(b.image), model, a.image,
+                        b.image)
+    set_name = f"image A ({a.caption}); chance level from image B ({b.caption})"
+else:
+    rows = dataset_curves(explorer.source, explorer.device, examples.name, PROBE_SETS[probe_set], model,
+                          examples.images)
+    set_name = f"{PROBE_SETS[probe_set]} {examples.name} digits; chance level from the next digit in the set"
+rows = [r for r in rows if (r.shift_y == 0 if axis == "x" else r.shift_x == 0)]
+dx, dy = (shift, 0) if axis == "x" else (0, shift)
+
+shifted_col, what_col, where_col = st.columns([1, 2, 2])
+shifted_col.image(panel_png([Tile("A", display_image(a.image.numpy())),
+                             Tile(f"shifted ({dx}, {dy})", display_image(shift_image(a.image, dx, dy).numpy()))],
+                            1, scale=4))
+what_col.plotly_chart(line_figure(
+    stage_lines(rows, "what_per_input", "what_per_pre_pool", "what ÷ input", "what ÷ pre-pool"),
+    title="What: its change ÷ the input's (solid), ÷ its pre-pool's (dotted)", x_title="shift (pixels)",
+    y_title="ratio of relative changes", marker_x=shift, height=320), key="swap_probe_what", config=CHART)
+where_col.plotly_chart(line_figure(
+    stage_lines(rows, "where_followed", "where_reference", "followed", "chance"),
+    title="Where: switches moved by exactly the shift (dotted: chance)", x_title="shift (pixels)",
+    y_title="fraction of active switches", y_range=(0, 1.02), marker_x=shift, height=320), key="swap_probe_where", config=CHART)
+at_shift = [r for r in rows if r.shift == shift]
+st.dataframe(
+    {"stage": [r.stage + 1 for r in at_shift], "stride (px)": [r.stride for r in at_shift],
+     "input change": [r.input_change for r in at_shift], "pre-pool change": [r.pre_pool_change for r in at_shift],
+     "what change": [r.what_change for r in at_shift], "what ÷ pre-pool": [r.what_per_pre_pool for r in at_shift],
+     "what ÷ input": [r.what_per_input for r in at_shift], "switches followed": [r.where_followed for r in at_shift],
+     "chance": [r.where_reference for r in at_shift], "switches counted": [r.switches for r in at_shift]},
+    hide_index=True, key="swap_probe_table", width="content",
+    column_config={name: st.column_config.NumberColumn(format="%.3f") for name in (
+        "input change", "pre-pool change", "what change", "what ÷ pre-pool", "what ÷ input", "switches followed",
+        "chance")})
+findings = shift_findings(rows, shift)
+st.markdown(f"Over {set_name}, shifted {shift} px {'right' if axis == 'x' else 'down'}:\n\n"
+            + "\n".join(f"- {line}" for line in findings))
