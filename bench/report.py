@@ -276,6 +276,7 @@ def invariance_section(path: Path) -> list[str]:
         "the same share against the next digit's switches, shifted the same way (chance). "
         "Rows average the shift right and the shift down.", "",
     ]
+    lines += _invariance_summary(results) + [""]
     for name, model in results["models"].items():
         rows = [ShiftStage(**r) for r in model["rows"]]
         lines += [f"### {name}: `{model['checkpoint']}`", "",
@@ -291,6 +292,25 @@ def invariance_section(path: Path) -> list[str]:
         lines += [""] + [f"- {line}" for shift in (1, 2, 4, 8) if shift in results["shifts"]
                          for line in shift_findings(rows, shift)] + [""]
     return lines + ["![shift probe](results/invariance.png)", ""]
+
+
+def _invariance_summary(results: dict) -> list[str]:
+    """One row per model: what ÷ input at a 1-pixel shift, and switches followed when the shift is each stage's
+    stride (rows average the shift right and the shift down)."""
+    lines = ["| model | what ÷ input at 1 px, stage 1 → last | switches followed when the shift = the stage's stride "
+             "(chance) |", "|---|---|---|"]
+    for name, model in results["models"].items():
+        rows = [ShiftStage(**r) for r in model["rows"]]
+        stages = sorted({r.stage for r in rows})
+        mean = lambda shift, stage, field: sum(getattr(r, field) for r in rows if r.shift == shift  # noqa: E731
+                                               and r.stage == stage) / 2
+        ratios = " → ".join(f"{mean(1, s, 'what_per_input'):.2f}" for s in stages) if 1 in results["shifts"] else "—"
+        strides = {s: next(r.stride for r in rows if r.stage == s) for s in stages}
+        followed = "; ".join(f"stage {s + 1} at {strides[s]} px: {mean(strides[s], s, 'where_followed'):.0%} "
+                             f"({mean(strides[s], s, 'where_reference'):.0%})" for s in stages
+                             if strides[s] in results["shifts"])
+        lines.append(f"| {name} | {ratios} | {followed} |")
+    return lines
 
 
 def speed_section(out_dir: Path) -> list[str]:

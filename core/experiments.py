@@ -314,11 +314,11 @@ def shift_findings(rows: Sequence[ShiftStage], shift: int) -> list[str]:
     absorbed = [s for s in stages if mean(s, "what_per_pre_pool") < 1]
     lines = []
     if absorbed:
-        lines.append("At a %d-pixel shift, pooling absorbs part of the shift at stage %s: the what changes %s as "
+        lines.append("At a shift of %d pixels, pooling absorbs part of the shift at stage %s: the what changes %s as "
                      "much as the map it pools." % (shift, ", ".join(str(s + 1) for s in absorbed), ", ".join(
                          f"{mean(s, 'what_per_pre_pool'):.2f}×" for s in absorbed)))
     else:
-        lines.append(f"At a {shift}-pixel shift, no stage's pooling makes its what change less than the map it pools.")
+        lines.append(f"At a shift of {shift} pixels, no stage's pooling makes its what change less than the map it pools.")
     per_input = [mean(s, "what_per_input") for s in stages]
     steps = " → ".join(f"{v:.2f}×" for v in per_input)
     if all(b < a for a, b in zip(per_input, per_input[1:])):
@@ -330,7 +330,7 @@ def shift_findings(rows: Sequence[ShiftStage], shift: int) -> list[str]:
     multiples = [s for s in stages if shift % at[s][0].stride == 0]
     for s in multiples:
         followed, reference = mean(s, "where_followed"), mean(s, "where_reference")
-        versus = f" (a different image's switches: {reference:.0%})" if not math.isnan(reference) else ""
+        versus = f" (chance, from a different image's switches: {reference:.0%})" if not math.isnan(reference) else ""
         lines.append(f"The shift is a multiple of stage {s + 1}'s stride ({at[s][0].stride} px): {followed:.0%} of its "
                      f"active switches moved by exactly the shift{versus}.")
     for s in (s for s in stages if s not in multiples):
@@ -338,9 +338,10 @@ def shift_findings(rows: Sequence[ShiftStage], shift: int) -> list[str]:
         if shift % grid:
             lines.append(f"Stage {s + 1}'s switches sit on a {grid}-pixel grid, so none can move by exactly {shift} px.")
         else:
+            chance = mean(s, "where_reference")
             lines.append(f"The shift is not a multiple of stage {s + 1}'s stride ({at[s][0].stride} px): "
-                         f"{mean(s, 'where_followed'):.0%} of its active switches moved by exactly the shift "
-                         f"(chance: {mean(s, 'where_reference'):.0%}).")
+                         f"{mean(s, 'where_followed'):.0%} of its active switches moved by exactly the shift"
+                         + (f" (chance: {chance:.0%})." if not math.isnan(chance) else "."))
     return lines
 
 
