@@ -15,6 +15,7 @@ in the same folder + ``os.replace``), so a crash at any moment leaves the previo
 from __future__ import annotations
 
 import io
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,8 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointError", "Checkpoint", "save_ch
 FORMAT = "swwae"
 FORMAT_VERSION = 1
 READABLE_FILE_MODE = 0o644
+MAX_IMAGE_SIZE = 1024  # largest input side a loaded model may have: the explorer runs it on such images
+MAX_PARAMETERS = 200_000_000  # largest model a file may ask this program to build
 
 
 class CheckpointError(Exception):
@@ -48,6 +51,14 @@ class Checkpoint:
     epoch: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
     rng_state: dict[str, torch.Tensor] | None = None  # random generator states, for an exact resume
+
+    @property
+    def classifier_trained(self) -> bool:
+        """False when the file says the model learned without labels (train_config mode 'unsupervised', or a
+        classification weight lambda_nll of 0): its classifier head then keeps its random initial weights, so its
+        class outputs mean nothing. True when the file does not say (no train_config)."""
+        train = self.train_config or {}
+        return train.get("mode") != "unsupervised" and train.get("lambda_nll", 1.0) != 0
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -105,6 +116,31 @@ def _plain(values: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
+def _check_buildable(config: ModelConfig, state: Any, name: str) -> None:
+    """Refuse, before anything is allocated, a config too large to build or whose weights the file lacks.
+
+    The model is laid out on the meta device (no memory), so its tensor shapes can be compared with the file's.
+    """
+    if config.image_size > MAX_IMAGE_SIZE:
+        raise CheckpointError(f"{name}: image_size {config.image_size} is over the {MAX_IMAGE_SIZE} this program "
+                              "builds")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{name}: corrupt checkpoint (model_state is not a dict of tensors)")
+    with torch.device("meta"):
+        expected = {key: tuple(value.shape) for key, value in SWWAE(config).state_dict().items()}
+    parameters = sum(math.prod(shape) for shape in expected.values())
+    if parameters > MAX_PARAMETERS:
+        raise CheckpointError(f"{name}: the stored architecture has {parameters:,} parameters, over the "
+                              f"{MAX_PARAMETERS:,} this program builds")
+    found = {key: tuple(value.shape) for key, value in state.items()}
+    if found != expected:
+        missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+        wrong = sorted(k for k in set(found) & set(expected) if found[k] != expected[k])
+        detail = (f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}" if unexpected
+                  else f"{wrong[0]} is {found[wrong[0]]}, expected {expected[wrong[0]]}")
+        raise CheckpointError(f"{name}: the weights do not match the stored architecture ({detail})")
+
+
 def load_checkpoint(source: str | os.PathLike | bytes | BinaryIO, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read a checkpoint from a path, bytes or a binary file object and rebuild its model.
 
@@ -138,6 +174,7 @@ def load_checkpoint(source: str | os.PathLike | bytes | BinaryIO, map_location: 
                               f"({FORMAT_VERSION}); update SWWAE Explorer")
     try:
         config = ModelConfig.from_dict(payload["model_config"])
+        _check_buildable(config, payload["model_state"], name)
         model = SWWAE(config)
         model.load_state_dict(payload["model_state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

@@ -1,0 +1,67 @@
+"""Issue 11, memory before validation: a file is checked before any buffer its header asks for is allocated.
+
+Each case runs in a fresh subprocess and compares its peak resident memory (ru_maxrss) after the imports with the
+peak after the refused load: the bound is far below what building the asked-for thing would cost.
+"""
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def peak_growth_mb(setup: str, action: str) -> tuple[float, str]:
+    """Run `setup`, then `action` in a fresh interpreter; -> (peak RSS growth during the action in MB, its output)."""
+    code = textwrap.dedent(f"""
+        import resource, sys
+        {setup}
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            {action}
+            print("RESULT accepted")
+        except Exception as exc:
+            print("RESULT", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print("GROWTH_KB", after - before)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    growth = int(next(line for line in lines if line.startswith("GROWTH_KB")).split()[1]) / 1024
+    return growth, next(line for line in lines if line.startswith("RESULT"))
+
+
+def test_a_checkpoint_asking_for_a_huge_model_is_refused_before_it_is_built(tmp_path):
+    """A 2 KB file whose config says image_size 5800 with no weights cost 1 GB before it was refused."""
+    path = tmp_path / "huge.pt"
+    config = {"image_size": 5800, "channels": [32, 64, 128], "kernel_sizes": [3, 3, 3], "pool_sizes": [2, 2, 2]}
+    torch.save({"format": "swwae", "format_version": 1, "model_config": config, "model_state": {}}, path)
+    assert path.stat().st_size < 4096
+    growth, result = peak_growth_mb("from core.checkpoint import load_checkpoint",
+                                    f"load_checkpoint({str(path)!r})")
+    assert result.startswith("RESULT CheckpointError") and "image_size 5800" in result
+    assert growth < 100, f"refusing the file grew the peak memory by {growth:.0f} MB"
+
+
+def test_a_checkpoint_without_the_weights_of_its_architecture_is_refused_before_it_is_built(tmp_path):
+    path = tmp_path / "empty.pt"
+    config = {"image_size": 256, "channels": [64, 128], "kernel_sizes": [3, 3], "pool_sizes": [2, 2]}  # 67M weights
+    torch.save({"format": "swwae", "format_version": 1, "model_config": config, "model_state": {}}, path)
+    growth, result = peak_growth_mb("from core.checkpoint import load_checkpoint",
+                                    f"load_checkpoint({str(path)!r})")
+    assert result.startswith("RESULT CheckpointError") and "missing" in result
+    assert growth < 100, f"refusing the file grew the peak memory by {growth:.0f} MB"
+
+
+@pytest.mark.parametrize("channels, match", [([10**5, 10**5], "parameters, over")])
+def test_a_checkpoint_over_the_parameter_cap_is_refused_without_allocating(tmp_path, channels, match):
+    path = tmp_path / "wide.pt"
+    config = {"image_size": 28, "channels": channels, "kernel_sizes": [3, 3], "pool_sizes": [2, 2]}
+    torch.save({"format": "swwae", "format_version": 1, "model_config": config, "model_state": {}}, path)
+    growth, result = peak_growth_mb("from core.checkpoint import load_checkpoint", f"load_checkpoint({str(path)!r})")
+    assert result.startswith("RESULT CheckpointError") and match in result
+    assert growth < 100
