@@ -1,6 +1,8 @@
-"""Input pickers shared by the pages: a dataset image (by index, or random) or an uploaded picture.
+"""Input pickers shared by the pages: a dataset image (by index, or random), an uploaded picture, or a drawing.
 
-Widget keys are `<key>_source`, `<key>_index`, `<key>_upload`, `<key>_invert` for a picker created with `key`.
+Widget keys are `<key>_source`, `<key>_index`, `<key>_upload`, `<key>_invert`, `<key>_prepare` and `<key>_canvas`
+for a picker created with `key`. For a digit-like model (one input channel) uploads and drawings are prepared the
+way the MNIST digits were made (`core.images.prepare_digit`) and a preview shows what the model sees.
 """
 from __future__ import annotations
 
@@ -12,12 +14,17 @@ import streamlit as st
 import torch
 
 from app.sidebar import Explorer
-from core.images import ImageDecodeError, decode_image
+from core.images import ImageDecodeError, NoInkError, decode_digit, decode_image, enlarge
 
 __all__ = ["Picked", "pick_image", "IMAGE_TYPES"]
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
 _INVERT = {"auto": None, "no": False, "yes": True}
+CANVAS_SIDE, STROKE_WIDTH = 280, 20  # px: a 28x28 digit drawn at 10x, strokes about 2 px wide once scaled down
+TOOLBAR_SPACE = 24  # px
+PREVIEW_SCALE = 4  # the model's 28x28 input shown as 112x112 crisp blocks
+PREPARE_HELP = ("Find the ink (light or dark), crop it, scale it to fit 20x20 and centre it by its centre of mass "
+                "in 28x28, as the MNIST digits were made. Off: letterbox and resize the whole picture.")
 
 
 @dataclass
@@ -32,6 +39,81 @@ def _decode(sha256: str, channels: int, size: int, invert: bool | None, name: st
     return decode_image(_data, channels=channels, size=size, invert=invert, name=name)
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def _decode_digit(sha256: str, size: int, invert: bool | None, name: str,  # noqa: ARG001 - sha256 is the key
+                  _data: bytes) -> torch.Tensor:
+    return decode_digit(_data, size=size, invert=invert, name=name)
+
+
+def _show_preview(image: torch.Tensor) -> None:
+    height, width = image.shape[1:]
+    st.image(enlarge(image, scale=PREVIEW_SCALE), caption=f"What the model sees ({height}x{width})",
+             width=width * PREVIEW_SCALE)
+
+
+def _uploaded(key: str, channels: int, size: int) -> Picked | None:
+    """The upload widgets; the picked upload, or None (nothing uploaded, or unusable: said with st.error)."""
+    uploaded = st.file_uploader("Image (PNG, JPEG, ...)", type=IMAGE_TYPES, key=f"{key}_upload",
+                                help="Converted to the model's channels and size; over 20 megapixels or "
+                                     "animated is refused.")
+    invert_col, prepare_col = st.columns(2)
+    invert = invert_col.radio("Invert", list(_INVERT), key=f"{key}_invert", horizontal=True,
+                              help="auto: invert a dark drawing on a light background (the digits are light on "
+                                   "black)")
+    prepare = channels == 1 and prepare_col.toggle("Prepare like MNIST", value=True, key=f"{key}_prepare",
+                                                   help=PREPARE_HELP)
+    if uploaded is None:
+        return None
+    data = uploaded.getvalue()
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        if prepare:
+            try:
+                image = _decode_digit(sha256, size, _INVERT[invert], uploaded.name, data)
+            except NoInkError as exc:  # a picture, but no digit stands out: show it as it is
+                st.warning(f"{exc}; showing the picture without preparation.")
+                image = _decode(sha256, channels, size, _INVERT[invert], uploaded.name, data)
+        else:
+            image = _decode(sha256, channels, size, _INVERT[invert], uploaded.name, data)
+    except ImageDecodeError as exc:
+        st.error(f"{exc}")
+        return None
+    if channels == 1:
+        with prepare_col:
+            _show_preview(image)
+    return Picked(image, uploaded.name, None)
+
+
+def _drawn(key: str, channels: int, size: int) -> Picked | None:
+    """The drawing canvas; the drawing prepared for the model, or None while nothing is drawn."""
+    # Imported here: importing the package registers a components-v2 component, which fails outside a Streamlit
+    # runtime (a bare `import app.inputs`) and is work no other source needs.
+    from streamlit_drawable_canvas import st_canvas
+    st.space(TOOLBAR_SPACE)  # the canvas's toolbar floats above it on hover: keep it off the radio above
+    row = st.container(horizontal=True, gap="large")
+    with row:
+        drawing = st_canvas(stroke_width=STROKE_WIDTH, stroke_color="#FFFFFF", background_color="#000000",
+                            width=CANVAS_SIDE, height=CANVAS_SIDE, drawing_mode="freedraw",
+                            return_image_data=True, key=f"{key}_canvas")
+    st.caption("Draw one digit with the mouse, light on dark like the dataset; the toolbar over the canvas "
+               "undoes or clears it.")
+    objects = (drawing.json_data or {}).get("objects") or []
+    data = drawing.image_bytes
+    if not objects or not data:
+        return None
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        if channels == 1:
+            image = _decode_digit(sha256, size, False, "drawing", data)
+        else:
+            image = _decode(sha256, channels, size, False, "drawing", data)
+    except ImageDecodeError:  # strokes dragged off the canvas, or erased: nothing to show yet
+        return None
+    with row:
+        _show_preview(image)
+    return Picked(image, "drawing", None)
+
+
 def _randomize(key: str, count: int) -> None:
     st.session_state[f"{key}_index"] = random.randrange(count)
 
@@ -40,25 +122,17 @@ def pick_image(explorer: Explorer, key: str, label: str, default_index: int = 0)
     """Widgets to choose one input image; an unusable upload shows st.error and falls back to the dataset."""
     examples = explorer.examples
     channels, _, size = explorer.model.input_shape
-    sources = (["Dataset"] if examples is not None else []) + ["Upload"]
+    sources = (["Dataset"] if examples is not None else []) + ["Upload", "Draw"]
     source = st.radio(label, sources, key=f"{key}_source", horizontal=True)
-    if source == "Upload":
-        uploaded = st.file_uploader("Image (PNG, JPEG, ...)", type=IMAGE_TYPES, key=f"{key}_upload",
-                                    help="Converted to the model's channels and size; over 20 megapixels or "
-                                         "animated is refused.")
-        invert = st.radio("Invert", list(_INVERT), key=f"{key}_invert", horizontal=True,
-                          help="auto: invert a dark drawing on a light background (the digits are light on black)")
-        if uploaded is not None:
-            data = uploaded.getvalue()
-            try:
-                image = _decode(hashlib.sha256(data).hexdigest(), channels, size, _INVERT[invert], uploaded.name, data)
-                return Picked(image, uploaded.name, None)
-            except ImageDecodeError as exc:
-                st.error(f"{exc}")
+    if source != "Dataset":
+        picked = _uploaded(key, channels, size) if source == "Upload" else _drawn(key, channels, size)
+        if picked is not None:
+            return picked
+        waiting_for = "an image is uploaded" if source == "Upload" else "a digit is drawn"
         if examples is None:
-            st.info("Upload an image to continue.")
+            st.info(f"{'Upload an image' if source == 'Upload' else 'Draw a digit'} to continue.")
             st.stop()
-        st.caption("Showing the dataset image below until an image is uploaded.")
+        st.caption(f"Showing the dataset image below until {waiting_for}.")
     count = len(examples.images)
     index_key = f"{key}_index"
     if index_key not in st.session_state:

@@ -28,6 +28,7 @@ from core.losses import UNLABELED
 __all__ = [
     "DataConfig", "DatasetUnavailable", "DATASETS", "NATIVE_SHAPES", "MNIST5K_VAL_PER_CLASS",
     "LabeledSubset", "load_mnist5k", "load_split", "open_split", "materialize", "convert_images", "keep_labels", "fits_in_memory",
+    "one_per_class",
 ]
 
 MNIST5K_VAL_PER_CLASS = 50  # 500 validation digits, 4,500 for training
@@ -143,6 +144,21 @@ def keep_labels(labels: torch.Tensor, count: int, *, seed: int) -> torch.Tensor:
     kept_index = torch.cat(kept)
     out[kept_index] = labels[kept_index]
     return out
+
+
+def one_per_class(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """Row indices (min(count, N),) into `labels` (N,): the first row of each class in class order, then the second
+    row of each class, and so on (a class that runs out is skipped); unlabeled rows (-1) follow all labeled ones.
+
+    A sample strip drawn from a split sorted by class (mnist5k's validation split) then shows every class once.
+    """
+    labels = labels.cpu()
+    classes = torch.unique(labels[labels != UNLABELED]).tolist()  # sorted
+    members = [torch.nonzero(labels == c).flatten() for c in classes]  # K tensors of rows, in row order
+    rounds = torch.nn.utils.rnn.pad_sequence(members, padding_value=-1) if members else labels.new_empty(0)  # (R, K)
+    labeled = rounds.flatten()  # (R * K,): round 0 (one row per class), round 1, ...; -1 where a class ran out
+    unlabeled = torch.nonzero(labels == UNLABELED).flatten()
+    return torch.cat([labeled[labeled >= 0], unlabeled])[:max(count, 0)]
 
 
 # ---- torchvision and folder datasets ---------------------------------------------------------------------------

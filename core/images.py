@@ -6,23 +6,41 @@ line saying why: empty file, not an image, truncated or corrupt, over `MAX_PIXEL
 refused from its header, before any pixel is decoded), or animated. Every pixel format is converted, not
 rejected: palette (with or without transparency), grayscale + alpha, RGBA (composited on black, the
 background of the digits datasets), 16- and 32-bit integer, float, CMYK, YCbCr.
+
+`prepare_digit(pixels, size=28)` prepares a picture of one digit the way the MNIST digits were made (LeCun et al.,
+"Gradient-based learning applied to document recognition", 1998, and the MNIST page): the ink, light or dark,
+is found against the background and cropped to its bounding box, scaled (aspect kept) to fit a 20x20 box, and
+placed in the 28x28 frame so that its centre of mass sits at the centre. `decode_digit(data)` is
+`read_pixels` + `prepare_digit` for the bytes of a file or of a drawing. `enlarge` makes a crisp preview.
 """
 from __future__ import annotations
 
 import io
+import math
 import warnings
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["MAX_PIXELS", "ImageDecodeError", "decode_image", "to_model_input"]
+__all__ = ["MAX_PIXELS", "ImageDecodeError", "NoInkError", "decode_image", "read_pixels", "to_model_input",
+           "decode_digit", "prepare_digit", "enlarge"]
 
 MAX_PIXELS = 20_000_000  # 20 megapixels: plenty for a photo of a digit, far below what could exhaust memory
+MNIST_FRAME, MNIST_BOX = 28, 20  # an MNIST digit fits a 20x20 box inside its 28x28 frame
+MIN_CONTRAST = 0.08  # ink must differ from the background by at least this much (of the 0..1 range) ...
+NOISE_CONTRAST = 6.0  # ... and by this many times the background's noise (robust standard deviation)
+INK_FRACTION = 0.25  # ink fainter than this share of the strongest ink is background: blur halo, JPEG ringing
+BORDER_FRACTION = 0.03  # the border ring that samples the background: 3% of the shorter side, at least 1 pixel
+WORKING_SIDE = 1024  # a larger photo is first shrunk (area average) to this longer side: a 12 MP photo takes ~0.5 s
 
 
 class ImageDecodeError(ValueError):
     """An upload that cannot be used as an image; the message is one line saying why."""
+
+
+class NoInkError(ImageDecodeError):
+    """A readable image in which no digit stands out from the background (blank, uniform or pure noise)."""
 
 
 def decode_image(data: bytes, *, channels: int = 1, size: int = 28, invert: bool | None = None,
@@ -128,3 +146,128 @@ def to_model_input(pixels: np.ndarray, *, channels: int, size: int, invert: bool
 def _border_mean(pixels: np.ndarray) -> float:
     border = np.concatenate([pixels[0].ravel(), pixels[-1].ravel(), pixels[:, 0].ravel(), pixels[:, -1].ravel()])
     return float(border.mean())
+
+
+def decode_digit(data: bytes, *, size: int = MNIST_FRAME, invert: bool | None = None,
+                 name: str = "uploaded file") -> torch.Tensor:
+    """Bytes of an image file showing one digit -> (1, size, size) prepared like MNIST (see `prepare_digit`)."""
+    return prepare_digit(read_pixels(data, name=name), size=size, invert=invert, name=name)
+
+
+def prepare_digit(pixels: np.ndarray, *, size: int = MNIST_FRAME, invert: bool | None = None,
+                  name: str = "image") -> torch.Tensor:
+    """(H, W) or (H, W, 1|3) float in [0, 1] -> (1, size, size) float tensor, light ink on black, like MNIST.
+
+    The ink is cropped to its bounding box, scaled (aspect kept) to fit a box of round(size * 20 / 28) pixels and
+    placed in the size x size frame with its centre of mass at the centre (shifted by whole pixels, as MNIST's
+    mean centre of mass is (14.0, 14.0) in pixel indices), moved only as far as keeps the box inside the frame.
+    `invert`: True says the ink is dark on a light background, False light on dark; None finds out.
+    Raises NoInkError (an ImageDecodeError) when no ink stands out from the background (a blank or uniform image).
+    """
+    gray = _shrink(_gray(pixels), WORKING_SIDE)  # (H, W), longer side at most WORKING_SIDE
+    ink = ink_map(gray, invert=invert, name=name)  # (H, W) in [0, 1], background exactly 0
+    rows, cols = np.nonzero(ink.any(axis=1))[0], np.nonzero(ink.any(axis=0))[0]
+    cropped = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # (h, w): the ink's bounding box
+    digit = fit_in_box(cropped, box=max(1, round(size * MNIST_BOX / MNIST_FRAME)))  # (h', w'), max(h', w') == box
+    return torch.from_numpy(place_by_centre_of_mass(digit, size=size))[None]  # (1, size, size)
+
+
+def _gray(pixels: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, 1|3) -> (H, W) float64 luma."""
+    pixels = np.asarray(pixels, dtype=np.float64)
+    if pixels.ndim == 3 and pixels.shape[-1] == 3:
+        return pixels @ np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma: (H, W)
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        return pixels[..., 0]  # (H, W)
+    if pixels.ndim != 2:
+        raise ImageDecodeError(f"expected an (H, W), (H, W, 1) or (H, W, 3) image, got shape {pixels.shape}")
+    return pixels
+
+
+def _shrink(gray: np.ndarray, side: int) -> np.ndarray:
+    """(H, W) -> (H', W') with max(H', W') <= side, aspect kept, by area averaging; unchanged if already small."""
+    height, width = gray.shape
+    if max(height, width) <= side:
+        return gray
+    scale = side / max(height, width)
+    target = (max(1, round(width * scale)), max(1, round(height * scale)))  # PIL's (width, height)
+    shrunk = Image.fromarray(gray.astype(np.float32)).resize(target, Image.Resampling.BOX)  # mode 'F'
+    return np.asarray(shrunk, dtype=np.float64)
+
+
+def ink_map(gray: np.ndarray, *, invert: bool | None = None, name: str = "image") -> np.ndarray:
+    """(H, W) grayscale in [0, 1] -> (H, W) ink in [0, 1]: 0 on the background, 1 on solid strokes.
+
+    The background level and its noise come from the border ring (median and median absolute deviation), so
+    grey paper, a dark canvas, blur and JPEG noise all read the same. The ink's polarity is the side on which it
+    departs further from the background. Ink fainter than INK_FRACTION of the strongest is zeroed and the rest
+    stretched to 0..1; isolated specks (fewer than 3 inked pixels in their 3x3 neighbourhood) are dropped, so
+    noise does not enlarge the bounding box.
+    """
+    border = _border(gray)
+    background = float(np.median(border))
+    noise = 1.4826 * float(np.median(np.abs(border - background)))  # robust standard deviation
+    departure = _box_blur(gray - background)  # (H, W); a 3x3 mean, so a single noisy pixel is not the peak
+    light, dark = float(departure.max()), float(-departure.min())
+    if invert is None:
+        invert = dark > light
+    ink = background - gray if invert else gray - background  # (H, W), > 0 on the ink
+    contrast = dark if invert else light
+    if contrast < max(MIN_CONTRAST, NOISE_CONTRAST * noise):
+        raise NoInkError(f"{name}: no digit found: the image is blank or too faint (ink contrast "
+                               f"{contrast:.2f} against background noise {noise:.2f})")
+    floor = INK_FRACTION * contrast
+    ink = np.clip((ink - floor) / (contrast - floor), 0.0, 1.0)  # (H, W)
+    inked = ink > 0
+    ink = np.where(inked & (_box_blur(inked.astype(np.float64)) * 9 >= 3), ink, 0.0)  # (H, W), no specks
+    if not ink.any():
+        raise NoInkError(f"{name}: no digit found: only isolated specks stand out from the background")
+    return ink
+
+
+def _border(gray: np.ndarray) -> np.ndarray:
+    """The pixels of the border ring, BORDER_FRACTION of the shorter side wide (at least 1): (K,)."""
+    ring = max(1, round(BORDER_FRACTION * min(gray.shape)))
+    inside = np.zeros(gray.shape, dtype=bool)
+    inside[ring:-ring, ring:-ring] = True
+    return gray[~inside]
+
+
+def _box_blur(values: np.ndarray) -> np.ndarray:
+    """3x3 mean with edge replication: (H, W) -> (H, W)."""
+    padded = np.pad(values, 1, mode="edge")  # (H + 2, W + 2)
+    height, width = values.shape
+    return sum(padded[dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3)) / 9.0
+
+
+def fit_in_box(ink: np.ndarray, *, box: int) -> np.ndarray:
+    """(h, w) -> (h', w') with max(h', w') == box and the aspect kept. Shrinking averages the area each output
+    pixel covers (a box filter: a 300-pixel stroke averages down instead of aliasing); growing is bilinear."""
+    height, width = ink.shape
+    scale = box / max(height, width)
+    target = (max(1, round(width * scale)), max(1, round(height * scale)))  # PIL's (width, height)
+    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+    resized = Image.fromarray(ink.astype(np.float32)).resize(target, resample)  # mode 'F'
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)  # (h', w')
+
+
+def place_by_centre_of_mass(digit: np.ndarray, *, size: int) -> np.ndarray:
+    """(h, w) -> (size, size) with the digit's centre of mass at pixel index (size/2, size/2), by whole pixels,
+    moved only as far as keeps the whole digit inside the frame."""
+    height, width = digit.shape
+    mass = float(digit.sum())
+    centre_row = float((digit.sum(axis=1) * np.arange(height)).sum() / mass) if mass else (height - 1) / 2
+    centre_col = float((digit.sum(axis=0) * np.arange(width)).sum() / mass) if mass else (width - 1) / 2
+    top = min(max(math.floor(size / 2 - centre_row + 0.5), 0), size - height)  # halves round up, not to even
+    left = min(max(math.floor(size / 2 - centre_col + 0.5), 0), size - width)
+    frame = np.zeros((size, size), dtype=np.float32)
+    frame[top:top + height, left:left + width] = digit
+    return frame  # (size, size)
+
+
+def enlarge(image: torch.Tensor, *, scale: int = 4) -> np.ndarray:
+    """(C, H, W) in [0, 1] -> (H * scale, W * scale[, C]) uint8 with each pixel a crisp scale x scale block, so a
+    28x28 model input can be looked at without the browser blurring it."""
+    pixels = (image.detach().float().cpu().clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)  # (C, H, W)
+    blocks = pixels.repeat(scale, axis=1).repeat(scale, axis=2)  # (C, H * scale, W * scale)
+    return blocks[0] if blocks.shape[0] == 1 else blocks.transpose(1, 2, 0)

@@ -1,7 +1,7 @@
 """Train an SWWAE: one engine for the dashboard, the terminal and a multi-GPU server.
 
     python -m core.train --dataset mnist5k --labels 100 --epochs 10 --run runs/demo
-    torchrun --nproc_per_node 4 -m core.train --dataset cifar10 --run runs/cifar   # DDP, rank 0 writes
+    torchrun --nproc_per_node 4 -m core.train --dataset cifar10 --run-dir runs/cifar   # DDP, rank 0 writes
 
 `train()` reports through the run directory (core.rundir) and an optional callback; it knows nothing of any UI.
 Modes: 'supervised' trains on the labeled samples only; 'semi-supervised' on all, the ones without a kept label
@@ -27,11 +27,11 @@ from core import rundir
 from core.batches import DeviceBatches, StreamBatches, random_shift
 from core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from core.distributed import DistContext, all_reduce_sum, broadcast_buffers, init_distributed
-from core.data import NATIVE_SHAPES, DataConfig, fits_in_memory, materialize, open_split
+from core.data import NATIVE_SHAPES, DataConfig, fits_in_memory, materialize, one_per_class, open_split
 from core.losses import UNLABELED, swwae_loss
 from core.model import SWWAE, ModelConfig, digits_config, rgb32_config
 
-__all__ = ["TrainConfig", "TrainResult", "MODES", "train", "evaluate", "learning_rate", "resolve_device",
+__all__ = ["TrainConfig", "TrainResult", "MODES", "train", "evaluate", "learning_rate", "resolve_device", "check_configs",
            "default_model_config", "build_optimizer", "loss_term_names"]
 
 MODES = ("supervised", "semi-supervised", "unsupervised")
@@ -77,8 +77,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("lr", "min_lr", "weight_decay", "grad_clip", "momentum", "warmup_steps", "max_steps",
                      "checkpoint_every", "samples", "lambda_nll", "lambda_rec", "lambda_mid"):
-            if not getattr(self, name) >= 0:  # also refuses NaN
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            if not 0 <= getattr(self, name) < math.inf:  # also refuses NaN
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
 
     @property
     def lambdas(self) -> dict[str, float]:
@@ -111,12 +111,40 @@ def resolve_device(name: str, *, local_rank: int = 0) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {name!r}: training runs on cpu, cuda or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} asked for, but MPS is not available here")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
     return device
+
+
+def check_configs(model_config: ModelConfig, train_config: TrainConfig, data_config: DataConfig) -> None:
+    """What no single config can check alone; ValueError with a one-line reason. (Labels are checked against
+    num_classes when the data is opened.)"""
+    if not all(0 < std < math.inf for std in model_config.input_std):
+        raise ValueError(f"input_std must be finite and > 0 for every channel, got {model_config.input_std}")
+    if not all(math.isfinite(mean) for mean in model_config.input_mean):
+        raise ValueError(f"input_mean must be finite, got {model_config.input_mean}")
+    if 2 * data_config.shift >= model_config.image_size:
+        raise ValueError(f"shift {data_config.shift} must be less than half the image size "
+                         f"({model_config.image_size})")
+    resolve_device(train_config.device)
+
+
+def _check_labels(labels: torch.Tensor, num_classes: int, split: str) -> None:
+    """Every kept label must name one of the model's classes (cross-entropy would fail mid-run otherwise)."""
+    kept = labels[labels != UNLABELED]
+    if len(kept) and (int(kept.max()) >= num_classes or int(kept.min()) < 0):
+        raise ValueError(f"the {split} split has labels {int(kept.min())}..{int(kept.max())}, but the model has "
+                         f"num_classes {num_classes}; set --num-classes {int(kept.max()) + 1}")
 
 
 def learning_rate(step: int, *, config: TrainConfig, total_steps: int) -> float:
@@ -197,6 +225,7 @@ def _make_batches(data: DataConfig, model_config: ModelConfig, train: TrainConfi
     shape = {"channels": model_config.in_channels, "image_size": model_config.image_size}
     subset = open_split(data, split, **shape)
     labels = subset.labels
+    _check_labels(labels, model_config.num_classes, split)
     if split == "train" and train.mode == "supervised":
         subset = subset.take(torch.nonzero(labels != UNLABELED).flatten())
     elif split == "train" and train.mode == "unsupervised":
@@ -265,18 +294,24 @@ class _StopSignal:
             signal.signal(signum, handler)
 
 
-def _prepare_run_dir(run_dir: Path, *, resume: bool) -> None:
-    rundir.check_not_running(run_dir)
+def _check_resumable(run_dir: Path, *, resume: bool) -> None:
     if not resume and (run_dir / rundir.LAST_CHECKPOINT).exists():
         raise rundir.RunDirError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run")
     if resume and not (run_dir / rundir.LAST_CHECKPOINT).exists():
         raise rundir.RunDirError(f"nothing to resume: {run_dir / rundir.LAST_CHECKPOINT} does not exist")
-    previous = rundir.read_status(run_dir) or {}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.clear_stop(run_dir)
-    # claim the directory at once, so a second trainer started meanwhile is refused
-    rundir.write_status(run_dir, "running", step=previous.get("step", 0) if resume else 0,
-                        epoch=previous.get("epoch", 0) if resume else 0, message="starting")
+
+
+def _claim_run_dir(run_dir: Path, *, resume: bool) -> rundir.Claim:
+    """Hold the run directory for this run (refused while another trainer holds it). Nothing in it changes until
+    every input has been checked: a refused resume leaves a finished run as it was."""
+    claim = rundir.claim(run_dir)
+    try:
+        _check_resumable(run_dir, resume=resume)
+    except BaseException:
+        claim.release()
+        raise
+    rundir.clear_stop(run_dir)  # a STOP left from before is no request to this run; one made from now on is
+    return claim
 
 
 def train(
@@ -299,34 +334,48 @@ def train(
     `export_path`: at the end, also write the best weights (no optimizer state) there, e.g. a shipped model.
     Raises ValueError / CheckpointError / RunDirError / DatasetUnavailable for bad input.
     """
+    check_configs(model_config, train_config, data_config)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     ddp = init_distributed(use_cuda=resolve_device(train_config.device, local_rank=local_rank).type == "cuda")
     run_dir = Path(run_dir) if run_dir is not None else None
+    claim: rundir.Claim | None = None
     try:
         with _StopSignal() as stop_signal:
+            if run_dir is not None and ddp.is_main:  # rank 0 alone writes the run directory
+                claim = _claim_run_dir(run_dir, resume=resume)
             return _run(model_config, train_config, data_config, ddp=ddp, stop_signal=stop_signal, run_dir=run_dir,
                         resume=resume, on_record=on_record, should_stop=should_stop, progress=progress,
                         export_path=export_path)
     except BaseException as exc:  # leave no "running" status behind a dead run
-        status = rundir.read_status(run_dir) if run_dir is not None and ddp.is_main else None
-        if status and status.get("state") == "running" and status.get("pid") == os.getpid():
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            rundir.write_status(run_dir, "failed", step=status["step"], epoch=status["epoch"],
-                                message=f"{type(exc).__name__}: {reason}")
+        if claim is not None:
+            _mark_failed(run_dir, exc)
         raise
     finally:
+        if claim is not None:
+            claim.release()
         ddp.close()
+
+
+def _mark_failed(run_dir: Path, exc: BaseException) -> None:
+    """Turn this process' "running" status into "failed: <reason>"; best effort (the disk may be full)."""
+    status = rundir.read_status(run_dir)
+    if not status or status.get("state") != "running" or status.get("pid") != os.getpid():
+        return  # not started yet: the status (if any) is a previous run's, and stays as it was
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    try:
+        rundir.write_status(run_dir, "failed", step=status["step"], epoch=status["epoch"],
+                            message=f"{type(exc).__name__}: {reason}")
+    except OSError:
+        pass  # the original error says more than this one
 
 
 def _run(model_config, train_config, data_config, *, ddp, stop_signal, run_dir, resume, on_record, should_stop,
          progress, export_path) -> TrainResult:
     tc = train_config
     device = resolve_device(tc.device, local_rank=ddp.local_rank)
-    writer = run_dir if ddp.is_main else None  # rank 0 alone writes
-    if writer is not None:
-        _prepare_run_dir(writer, resume=resume)
-    elif resume and run_dir is not None and not (run_dir / rundir.LAST_CHECKPOINT).exists():
-        raise rundir.RunDirError(f"nothing to resume: {run_dir / rundir.LAST_CHECKPOINT} does not exist")
+    writer = run_dir if ddp.is_main else None  # rank 0 alone writes (and has claimed the directory)
+    if writer is None and resume and run_dir is not None:
+        _check_resumable(run_dir, resume=True)
 
     torch.manual_seed(tc.seed * SEED_STRIDE + ddp.rank)
     checkpoint: Checkpoint | None = load_checkpoint(run_dir / rundir.LAST_CHECKPOINT) if resume else None
@@ -356,7 +405,13 @@ def _run(model_config, train_config, data_config, *, ddp, stop_signal, run_dir, 
                              f"{steps_per_epoch}; resume with the same batch size, data and process count")
         wall_before = float(checkpoint.metrics.get("wall_time", 0.0))
         best_eval = dict(checkpoint.metrics.get("best_eval") or {})
-    sample_images = next(iter(val_batches.in_order()))[0][:tc.samples] if writer is not None else None
+    sample_images = None  # one validation image of each class, in class order (mnist5k's split is sorted by class)
+    if writer is not None:
+        val_labels = torch.cat([labels.cpu() for _, labels in val_batches.in_order()])  # (N,): this rank's shard
+        rows, size = one_per_class(val_labels, tc.samples).tolist(), val_batches.batch_size
+        wanted = {r // size for r in rows}  # the in-order batches that hold those rows
+        kept = {b: images for b, (images, _) in enumerate(val_batches.in_order()) if b in wanted}
+        sample_images = torch.stack([kept[r // size][r % size] for r in rows]) if rows else None  # (S, C, H, W)
 
     configs = {"model": asdict(model_config), "train": asdict(tc), "data": asdict(data_config)}
     if writer is not None:

@@ -84,8 +84,10 @@ def test_swap_page_widgets():
     assert str(images(at)[0].proto) != panel_before  # the crossings changed
     at.number_input(key="swap_b_index").set_value(12).run()
     ok(at)
+    open_section(at, "Swap matrix")
     at.multiselect(key="swap_matrix_images").set_value([0, 1, 2, 3, 4, 5, 6, 7]).run()
     ok(at)
+    assert "what (rows) x where (columns)" in charts(at)[0].proto.spec
     for stage in range(stages):
         at.checkbox(key=f"swap_where_{stage}").uncheck()
     at.run()
@@ -102,12 +104,22 @@ def test_swap_page_where_morph():
     assert str(images(at)[1].proto) != morph_before  # the reconstruction at t = 1 (A's what, B's where)
 
 
+PROBE = "Shift probe: what invariance, where equivariance"
+
+
+def open_section(at: AppTest, section: str) -> AppTest:
+    at.session_state["swap_section"] = section  # = clicking the segmented control
+    at.run()
+    ok(at)
+    return at
+
+
 def probe_findings(at: AppTest) -> str:
     return next(m.value for m in at.markdown if m.value.startswith("Over "))
 
 
 def test_swap_page_shift_probe_states_only_what_its_table_shows():
-    at = open_page("swap")
+    at = open_section(open_page("swap"), PROBE)
     table = at.dataframe[1].value  # the probe's numbers at the chosen shift
     findings = probe_findings(at)
     assert "shifted 2 px right" in findings

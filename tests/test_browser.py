@@ -77,12 +77,18 @@ def app_url(tmp_path_factory, runs_dir):
             process.kill()
 
 
+# While a script runs, Streamlit's status widget shows a running icon and "Stop" (before 1.50: "Running...").
+IDLE_JS = """() => {
+  const status = document.querySelector('[data-testid="stStatusWidget"]');
+  return !status || !(/Running|Stop/.test(status.innerText || '')
+    || status.querySelector('[data-testid^="stStatusWidgetRunning"]'));
+}"""
+
+
 def wait_idle(page) -> None:
     """Until the script has finished running (Streamlit's status widget says 'Running...' meanwhile)."""
     page.wait_for_timeout(300)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')?.innerText?.includes('Running')",
-        timeout=60_000)
+    page.wait_for_function(IDLE_JS, timeout=60_000)
 
 
 def test_swap_stage_toggle_changes_the_crossing(app_url, tmp_path):

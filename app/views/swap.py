@@ -24,6 +24,20 @@ PROBE_SETS = {"image A (chance: image B)": 1, "50 dataset digits": 50, "200 data
 AXES = {"right (x)": "x", "down (y)": "y"}
 PROBE_SHIFTS = range(5)
 MORPH_STEPS = 21  # t = 0, 0.05, ..., 1
+MORPH_RULES = {
+    "soft": "Soft where: every continuous switch offset moves a fraction t of the way from A's to B's.",
+    "hard": "Hard where: B's switch at a fixed random fraction t of the positions (the same positions at every "
+            "larger t), A's elsewhere.",
+    "none": "This model ignores where (nearest unpooling), so the morph cannot change its reconstruction.",
+}
+PROBE_COLUMNS = {
+    "stage": lambda r: r.stage + 1, "stride (px)": lambda r: r.stride, "input change": lambda r: r.input_change,
+    "pre-pool change": lambda r: r.pre_pool_change, "what change": lambda r: r.what_change,
+    "what ÷ pre-pool": lambda r: r.what_per_pre_pool, "what ÷ input": lambda r: r.what_per_input,
+    "switches followed": lambda r: r.where_followed, "chance": lambda r: r.where_reference,
+    "switches counted": lambda r: r.switches,
+}
+INTEGER_COLUMNS = ("stage", "stride (px)", "switches counted")
 CHART = {"displaylogo": False}
 
 explorer = current()
@@ -32,7 +46,8 @@ st.title("Swap")
 st.caption(f"{explorer.label}: the decoder gets A's *what* with B's *where* at the ticked stages (and B's what "
            "with A's where). Where decides where the content lands.")
 
-count = len(explorer.examples.images) if explorer.examples is not None else 1
+examples = explorer.examples
+count = len(examples.images) if examples is not None else 1
 col_a, col_b = st.columns(2)
 with col_a:  # defaults far apart: the example sets are stored class by class
     a = pick_image(explorer, "swap_a", "Image A", default_index=count * 3 // 10)
@@ -98,53 +113,52 @@ st.dataframe(table, hide_index=True, key="swap_metrics", width="content",
              column_config={name: st.column_config.NumberColumn(format="%.4f" if "MSE" in name else "%.2f")
                             for name in ("MSE to A", "PSNR to A (dB)", "MSE to B", "PSNR to B (dB)")})
 
-st.subheader("Where morph")
-morph_col, curve_col = st.columns([2, 3])
-t = morph_col.slider("t: A's where (0) → B's where (1)", 0.0, 1.0, 0.5, 1 / (MORPH_STEPS - 1), key="swap_morph_t",
-                     help="A's what throughout; the wheres of the ticked stages move from A's to B's")
-morph = morph_where(model, a.image, b.image, np.linspace(0, 1, MORPH_STEPS), stages)
-step = int(round(t * (MORPH_STEPS - 1)))
-morph_col.image(panel_png([Tile("A", display_image(a.image.numpy())), Tile("B", display_image(b.image.numpy())),
-                           Tile(f"what A, where t = {t:.2f}", display_image(morph.recons[step].float().cpu().numpy()))],
-                          3, scale=4))
-if cfg.pooling == "soft":
-    morph_col.caption("Soft where: every continuous switch offset moves a fraction t of the way from A's to B's.")
-elif cfg.pooling == "hard":
-    morph_col.caption("Hard where: B's switch at a fixed random fraction t of the positions (the same positions "
-                      "at every larger t), A's elsewhere.")
-else:
-    morph_col.caption("This model ignores where (nearest unpooling), so the morph cannot change its reconstruction.")
-curve_col.plotly_chart(line_figure(
-    [Line("MSE to A", morph.ts.tolist(), morph.mse_to_a.tolist(), 0),
-     Line("MSE to B", morph.ts.tolist(), morph.mse_to_b.tolist(), 1)],
-    title="Reconstruction error over t", x_title="t", y_title="MSE", height=260, marker_x=t),
-    key="swap_morph_curve", config=CHART)
 
-st.subheader("Swap matrix")
-examples = explorer.examples
-if examples is None:
-    st.info("The swap matrix uses dataset images; choose an example dataset that loads.")
-else:
+
+def where_morph_section() -> None:
+    """A's what decoded with wheres moving from A's to B's, and the error to A and to B over the way."""
+    morph_col, curve_col = st.columns([2, 3])
+    t = morph_col.slider("t: A's where (0) → B's where (1)", 0.0, 1.0, 0.5, 1 / (MORPH_STEPS - 1),
+                         key="swap_morph_t", help="A's what throughout; the wheres of the ticked stages move from "
+                                                  "A's to B's")
+    morph = morph_where(model, a.image, b.image, np.linspace(0, 1, MORPH_STEPS), stages)
+    at_t = display_image(morph.recons[int(round(t * (MORPH_STEPS - 1)))].float().cpu().numpy())
+    morph_col.image(panel_png([Tile("A", display_image(a.image.numpy())), Tile("B", display_image(b.image.numpy())),
+                               Tile(f"what A, where t = {t:.2f}", at_t)], 3, scale=4))
+    morph_col.caption(MORPH_RULES[cfg.pooling])
+    curve_col.plotly_chart(line_figure(
+        [Line("MSE to A", morph.ts.tolist(), morph.mse_to_a.tolist(), 0),
+         Line("MSE to B", morph.ts.tolist(), morph.mse_to_b.tolist(), 1)],
+        title="Reconstruction error over t", x_title="t", y_title="MSE", height=260, marker_x=t),
+        key="swap_morph_curve", config=CHART)
+
+
+def swap_matrix_section() -> None:
+    """Every pairing of up to 8 dataset digits' whats and wheres."""
+    if examples is None:
+        st.info("The swap matrix uses dataset images; choose an example dataset that loads.")
+        return
     chosen = st.multiselect(f"{examples.name} images (up to {MAX_MATRIX})", list(range(len(examples.images))),
-                            default=sorted({round(i * (count - 1) / 5) for i in range(6)}), max_selections=MAX_MATRIX,
-                            key="swap_matrix_images",
+                            default=sorted({round(i * (count - 1) / 5) for i in range(6)}),
+                            max_selections=MAX_MATRIX, key="swap_matrix_images",
                             format_func=lambda i: f"#{i} ({int(examples.labels[i])})")
-    if chosen:
-        images = examples.images[chosen]  # (K, C, H, W)
-        recons, errors = swap_matrix(model, images, stages)
-        grid = swap_grid(images.numpy(), recons.float().cpu().numpy())
-        st.caption("Row i: the what of image i (left column); column j: the where of image j (top row), at the "
-                   "ticked stages. The right panel is each cell's MSE to image i.")
-        st.plotly_chart(figures.panel_figure(
-            [figures.gray_panel("what (rows) x where (columns)", grid),
-             figures.Panel("MSE to the what image", [dict(
-                 type="heatmap", z=errors, coloraxis="coloraxis2",
-                 x=[f"#{i}" for i in chosen], y=[f"#{i}" for i in chosen],
-                 hovertemplate="what %{y}, where %{x}<br>MSE %{z:.4f}<extra></extra>")])],
-            columns=2, height=440,
-            coloraxes={"coloraxis": dict(colorscale=figures.GRAY, cmin=0, cmax=1, showscale=False),
-                       "coloraxis2": dict(colorscale="Magma", colorbar=dict(title="MSE", len=0.8, thickness=12))}),
-            key="swap_matrix", config=CHART)
+    if not chosen:
+        return
+    images = examples.images[chosen]  # (K, C, H, W)
+    recons, errors = swap_matrix(model, images, stages)
+    grid = swap_grid(images.numpy(), recons.float().cpu().numpy())
+    st.caption("Row i: the what of image i (left column); column j: the where of image j (top row), at the "
+               "ticked stages. The right panel is each cell's MSE to image i.")
+    st.plotly_chart(figures.panel_figure(
+        [figures.gray_panel("what (rows) x where (columns)", grid),
+         figures.Panel("MSE to the what image", [dict(
+             type="heatmap", z=errors, coloraxis="coloraxis2",
+             x=[f"#{i}" for i in chosen], y=[f"#{i}" for i in chosen],
+             hovertemplate="what %{y}, where %{x}<br>MSE %{z:.4f}<extra></extra>")])],
+        columns=2, height=440,
+        coloraxes={"coloraxis": dict(colorscale=figures.GRAY, cmin=0, cmax=1, showscale=False),
+                   "coloraxis2": dict(colorscale="Magma", colorbar=dict(title="MSE", len=0.8, thickness=12))}),
+        key="swap_matrix", config=CHART)
 
 
 @st.cache_data(max_entries=16, show_spinner="Shifting the dataset digits...")
@@ -165,62 +179,72 @@ def fingerprint(image) -> str:
     return hashlib.sha256(image.numpy().tobytes()).hexdigest()
 
 
-def stage_lines(rows, value: str, reference: str | None, name: str, reference_name: str) -> list[Line]:
+def stage_lines(rows, value: str, reference: str, name: str, reference_name: str) -> list[Line]:
+    """One solid line per stage for `value` and one dotted for `reference`, in the stage's colour."""
     lines = []
     for stage in range(len(cfg.channels)):
         mine = [r for r in rows if r.stage == stage]
         x = [r.shift for r in mine]
         lines.append(Line(f"stage {stage + 1} {name}", x, [getattr(r, value) for r in mine], stage))
-        if reference is not None:
-            lines.append(Line(f"stage {stage + 1} {reference_name}", x, [getattr(r, reference) for r in mine], stage,
-                              dashed=True))
+        lines.append(Line(f"stage {stage + 1} {reference_name}", x, [getattr(r, reference) for r in mine], stage,
+                          dashed=True))
     return lines
 
 
-st.subheader("Shift probe: invariance in what, equivariance in where")
-st.caption("Shift an image and compare, per stage, how much the what changed with how much the map it pools "
-           "(pre-pool) and the input changed: a ratio below 1 is change that pooling absorbed. And count the "
-           "active switches whose position in the image moved by exactly the shift, next to what a different "
-           "image's switches give by chance.")
-settings = st.columns(3)
-probe_set = settings[0].radio("Measure over", list(PROBE_SETS), key="swap_probe_set",
-                              disabled=examples is None)
-axis = AXES[settings[1].radio("Shift direction", list(AXES), key="swap_probe_axis", horizontal=True)]
-shift = settings[2].slider("Shift (pixels)", 1, max(PROBE_SHIFTS), 2, key="swap_shift")
-if PROBE_SETS[probe_set] == 1 or examples is None:
-    rows = image_curves(explorer.source, explorer.device, fingerprint(a.image), fingerprint(b.image), model, a.image,
-                        b.image)
-    set_name = f"image A ({a.caption}); chance level from image B ({b.caption})"
-else:
-    rows = dataset_curves(explorer.source, explorer.device, examples.name, PROBE_SETS[probe_set], model,
-                          examples.images)
-    set_name = f"{PROBE_SETS[probe_set]} {examples.name} digits; chance level from the next digit in the set"
-rows = [r for r in rows if (r.shift_y == 0 if axis == "x" else r.shift_x == 0)]
-dx, dy = (shift, 0) if axis == "x" else (0, shift)
+def probe_table(rows) -> dict[str, list]:
+    """The probe's numbers at one shift, a row per stage: what the findings below the table quote."""
+    return {name: [value(r) for r in rows] for name, value in PROBE_COLUMNS.items()}
 
-shifted_col, what_col, where_col = st.columns([1, 2, 2])
-shifted_col.image(panel_png([Tile("A", display_image(a.image.numpy())),
-                             Tile(f"shifted ({dx}, {dy})", display_image(shift_image(a.image, dx, dy).numpy()))],
-                            1, scale=4))
-what_col.plotly_chart(line_figure(
-    stage_lines(rows, "what_per_input", "what_per_pre_pool", "what ÷ input", "what ÷ pre-pool"),
-    title="What: its change ÷ the input's (solid), ÷ its pre-pool's (dotted)", x_title="shift (pixels)",
-    y_title="ratio of relative changes", marker_x=shift, height=320), key="swap_probe_what", config=CHART)
-where_col.plotly_chart(line_figure(
-    stage_lines(rows, "where_followed", "where_reference", "followed", "chance"),
-    title="Where: switches moved by exactly the shift (dotted: chance)", x_title="shift (pixels)",
-    y_title="fraction of active switches", y_range=(0, 1.02), marker_x=shift, height=320), key="swap_probe_where", config=CHART)
-at_shift = [r for r in rows if r.shift == shift]
-st.dataframe(
-    {"stage": [r.stage + 1 for r in at_shift], "stride (px)": [r.stride for r in at_shift],
-     "input change": [r.input_change for r in at_shift], "pre-pool change": [r.pre_pool_change for r in at_shift],
-     "what change": [r.what_change for r in at_shift], "what ÷ pre-pool": [r.what_per_pre_pool for r in at_shift],
-     "what ÷ input": [r.what_per_input for r in at_shift], "switches followed": [r.where_followed for r in at_shift],
-     "chance": [r.where_reference for r in at_shift], "switches counted": [r.switches for r in at_shift]},
-    hide_index=True, key="swap_probe_table", width="content",
-    column_config={name: st.column_config.NumberColumn(format="%.3f") for name in (
-        "input change", "pre-pool change", "what change", "what ÷ pre-pool", "what ÷ input", "switches followed",
-        "chance")})
-findings = shift_findings(rows, shift)
-st.markdown(f"Over {set_name}, shifted {shift} px {'right' if axis == 'x' else 'down'}:\n\n"
-            + "\n".join(f"- {line}" for line in findings))
+
+def probe_rows():
+    """The shift curves the user asked for: image A against B, or a set of dataset digits against each other."""
+    size = PROBE_SETS[st.session_state.get("swap_probe_set", list(PROBE_SETS)[0])]
+    if size == 1 or examples is None:
+        rows = image_curves(explorer.source, explorer.device, fingerprint(a.image), fingerprint(b.image), model,
+                            a.image, b.image)
+        return rows, f"image A ({a.caption}); chance level from image B ({b.caption})"
+    rows = dataset_curves(explorer.source, explorer.device, examples.name, size, model, examples.images)
+    return rows, f"{size} {examples.name} digits; chance level from the next digit in the set"
+
+
+def shift_probe_section() -> None:
+    """What invariance and where equivariance per stage, for image A or a set of dataset digits."""
+    st.caption("Shift an image and compare, per stage, how much the what changed with how much the map it pools "
+               "(pre-pool) and the input changed: a ratio below 1 is change that pooling absorbed. And count the "
+               "active switches whose position in the image moved by exactly the shift, next to what a different "
+               "image's switches give by chance.")
+    settings = st.columns(3)
+    settings[0].radio("Measure over", list(PROBE_SETS), key="swap_probe_set", disabled=examples is None)
+    axis = AXES[settings[1].radio("Shift direction", list(AXES), key="swap_probe_axis", horizontal=True)]
+    shift = settings[2].slider("Shift (pixels)", 1, max(PROBE_SHIFTS), 2, key="swap_shift")
+    rows, set_name = probe_rows()
+    rows = [r for r in rows if (r.shift_y == 0 if axis == "x" else r.shift_x == 0)]
+    dx, dy = (shift, 0) if axis == "x" else (0, shift)
+
+    shifted_col, what_col, where_col = st.columns([1, 2, 2])
+    shifted = display_image(shift_image(a.image, dx, dy).numpy())
+    shifted_col.image(panel_png([Tile("A", display_image(a.image.numpy())), Tile(f"shifted ({dx}, {dy})", shifted)],
+                                1, scale=4))
+    what_col.plotly_chart(line_figure(
+        stage_lines(rows, "what_per_input", "what_per_pre_pool", "what ÷ input", "what ÷ pre-pool"),
+        title="What: its change ÷ the input's (solid), ÷ its pre-pool's (dotted)", x_title="shift (pixels)",
+        y_title="ratio of relative changes", marker_x=shift, height=320), key="swap_probe_what", config=CHART)
+    where_col.plotly_chart(line_figure(
+        stage_lines(rows, "where_followed", "where_reference", "followed", "chance"),
+        title="Where: switches moved by exactly the shift (dotted: chance)", x_title="shift (pixels)",
+        y_title="fraction of active switches", y_range=(0, 1.02), marker_x=shift, height=320),
+        key="swap_probe_where", config=CHART)
+    st.dataframe(probe_table([r for r in rows if r.shift == shift]), hide_index=True, key="swap_probe_table",
+                 width="content", column_config={name: st.column_config.NumberColumn(format="%.3f")
+                                                 for name in PROBE_COLUMNS if name not in INTEGER_COLUMNS})
+    findings = shift_findings(rows, shift)
+    st.markdown(f"Over {set_name}, shifted {shift} px {'right' if axis == 'x' else 'down'}:\n\n"
+                + "\n".join(f"- {line}" for line in findings))
+
+
+SECTIONS = {"Where morph": where_morph_section, "Shift probe: what invariance, where equivariance": shift_probe_section,
+            "Swap matrix": swap_matrix_section}
+section = st.segmented_control("Explore further", list(SECTIONS), default=list(SECTIONS)[0], key="swap_section",
+                               help="One at a time, so the page stays quick to redraw")
+if section is not None:
+    SECTIONS[section]()
