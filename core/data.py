@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,9 +216,23 @@ def _folder_split(config: DataConfig, split: str) -> Dataset:
 
 
 def _load_rgb(path: str):
+    """One image of a folder dataset as RGB; a file over MAX_PIXELS is refused from its header (an OSError, as
+    for every unreadable file), before PIL decodes any pixel of it."""
     from PIL import Image
 
-    with Image.open(path) as image:
+    from core.images import MAX_PIXELS
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise OSError(f"{path}: the image is too large to decode safely (a decompression bomb?)") from None
+    with image:
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise OSError(f"{path}: the image is too large ({width}x{height}; at most "
+                          f"{MAX_PIXELS // 1_000_000} megapixels)")
         return image.convert("RGB")
 
 

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["MAX_PIXELS", "ImageDecodeError", "NoInkError", "decode_image", "read_pixels", "to_model_input",
+__all__ = ["MAX_PIXELS", "MAX_ASPECT", "ImageDecodeError", "NoInkError", "decode_image", "read_pixels", "to_model_input",
            "decode_digit", "prepare_digit", "enlarge"]
 
 MAX_PIXELS = 20_000_000  # 20 megapixels: plenty for a photo of a digit, far below what could exhaust memory
+MAX_ASPECT = 50  # longest side / shortest side: a 2,000,000 x 10 strip is no picture of a digit
 MNIST_FRAME, MNIST_BOX = 28, 20  # an MNIST digit fits a 20x20 box inside its 28x28 frame
 MIN_CONTRAST = 0.08  # ink must differ from the background by at least this much (of the 0..1 range) ...
 NOISE_CONTRAST = 6.0  # ... and by this many times the background's noise (robust standard deviation)
@@ -74,6 +75,9 @@ def read_pixels(data: bytes, *, name: str = "uploaded file") -> np.ndarray:
                                f"megapixels; at most {MAX_PIXELS // 1_000_000})")
     if width < 1 or height < 1:
         raise ImageDecodeError(f"{name}: the image has no pixels ({width}x{height})")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageDecodeError(f"{name}: the image is {width}x{height}, longer than {MAX_ASPECT} times its width; "
+                               "crop it around the digit")
     frames = getattr(image, "n_frames", 1)
     if getattr(image, "is_animated", False) or frames > 1:
         raise ImageDecodeError(f"{name}: animated images are not supported ({frames} frames); upload one frame "
@@ -133,14 +137,15 @@ def to_model_input(pixels: np.ndarray, *, channels: int, size: int, invert: bool
     if invert:
         pixels = 1.0 - pixels
     height, width = pixels.shape[:2]
-    side = max(height, width)
-    square = np.zeros((side, side, channels), dtype=np.float32)  # letterbox on the (dark) background
-    top, left = (side - height) // 2, (side - width) // 2
-    square[top:top + height, left:left + width] = pixels
-    planes = [Image.fromarray(np.ascontiguousarray(square[..., c])) for c in range(channels)]  # mode 'F' each
-    resized = [np.asarray(plane.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0))
-               for plane in planes]  # each (size, size)
-    return torch.from_numpy(np.clip(np.stack(resized), 0.0, 1.0).astype(np.float32))  # (C, size, size)
+    scale = size / max(height, width)  # resize first, then letterbox: no buffer larger than the picture itself
+    target = (max(1, round(width * scale)), max(1, round(height * scale)))  # PIL's (width, height)
+    planes = [Image.fromarray(np.ascontiguousarray(pixels[..., c], dtype=np.float32)) for c in range(channels)]
+    resized = np.stack([np.asarray(plane.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0))
+                        for plane in planes])  # (C, h, w), max(h, w) == size
+    square = np.zeros((channels, size, size), dtype=np.float32)  # letterbox on the (dark) background
+    top, left = (size - target[1]) // 2, (size - target[0]) // 2
+    square[:, top:top + target[1], left:left + target[0]] = resized
+    return torch.from_numpy(np.clip(square, 0.0, 1.0))  # (C, size, size)
 
 
 def _border_mean(pixels: np.ndarray) -> float:

@@ -65,3 +65,51 @@ def test_a_checkpoint_over_the_parameter_cap_is_refused_without_allocating(tmp_p
     growth, result = peak_growth_mb("from core.checkpoint import load_checkpoint", f"load_checkpoint({str(path)!r})")
     assert result.startswith("RESULT CheckpointError") and match in result
     assert growth < 100
+
+
+def png_of(width: int, height: int, mode: str = "L") -> bytes:
+    """A tiny file (all-black, so it compresses to a few KB) whose header says width x height."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("width, height, channels, limit_mb, match", [
+    (2_000_000, 10, 1, 100, "longer than 50 times"),  # raised an uncaught MemoryError (a 2e6 x 2e6 square)
+    (20_000, 1_000, 3, 700, None),  # 20 megapixels at an aspect of 20: cost 7.3 GB for a 3-channel model
+])
+def test_an_uploaded_strip_is_refused_or_converted_without_a_square_buffer(tmp_path, width, height, channels,
+                                                                           limit_mb, match):
+    path = tmp_path / "strip.png"
+    path.write_bytes(png_of(width, height))
+    growth, result = peak_growth_mb(
+        "from core.images import decode_image",
+        f"image = decode_image(open({str(path)!r}, 'rb').read(), channels={channels}, size=28); "
+        f"assert tuple(image.shape) == ({channels}, 28, 28)")
+    if match:
+        assert result.startswith("RESULT ImageDecodeError") and match in result
+    else:
+        assert result == "RESULT accepted"
+    assert growth < limit_mb, f"the upload grew the peak memory by {growth:.0f} MB"
+
+
+def test_a_training_folder_with_a_decompression_bomb_is_refused_in_one_line(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "digits"
+    for label in ("a", "b"):
+        (folder / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (28, 28), color=40 * i).save(folder / label / f"{i}.png")
+    (folder / "b" / "bomb.png").write_bytes(png_of(30_000, 30_000, "1"))  # 900 megapixels in ~100 KB
+    done = subprocess.run(
+        [sys.executable, "-m", "core.train", "--dataset", f"folder:{folder}", "--epochs", "1", "--batch-size", "4",
+         "--channels", "4", "8", "--kernel-sizes", "3", "3", "--pool-sizes", "2", "2", "--device", "cpu",
+         "--run-dir", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "bomb.png" in done.stderr and "too large" in done.stderr
