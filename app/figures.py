@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from core.render import Mosaic
 
 __all__ = ["Panel", "panel_figure", "gray_panel", "rgb_panel", "mosaic_panel", "where_panel", "signed_panel",
-           "bar_figure", "legend_figure", "GRAY", "SIGNED"]
+           "channel_targets", "bar_figure", "legend_figure", "GRAY", "SIGNED"]
 
 GRAY = [[0.0, "black"], [1.0, "white"]]
 SIGNED = "RdBu_r"  # blue negative, white 0, red positive
@@ -82,13 +82,36 @@ def where_panel(title: str, colors: Mosaic, custom: np.ndarray, arrows: tuple[np
     return panel
 
 
+def channel_targets(panel: Panel, targets: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Panel:
+    """`panel` with an invisible marker at the centre of each channel's tile, so a click on the tile selects it.
+
+    Streamlit's selection events do not report clicks on heatmaps (streamlit/streamlit#8760), but they do on
+    scatter points: the marker's customdata is its channel. targets: (x, y, peak) per channel from
+    core.render.tile_targets. The markers are small on purpose: Plotly gives every marker under the cursor the same
+    hover distance (the first one wins), but outside them the nearest centre wins, which is the tile under the
+    cursor; a marker within hoverdistance (20 px) of the cursor beats the heatmap, so tiles up to ~40 px work.
+    """
+    x, y, peaks = targets
+    marker = dict(size=4, color="rgba(0,0,0,0)", line=dict(width=0))
+    trace = dict(type="scatter", mode="markers", x=x, y=y, customdata=np.arange(len(x)), text=peaks,
+                 marker=marker, selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0)),
+                 hovertemplate="channel %{customdata}, largest %{text:.3f}<br>click: open this unit<extra></extra>",
+                 showlegend=False)
+    return Panel(panel.title, panel.traces + [trace])
+
+
 def panel_figure(panels: list[Panel], columns: int, *, height: int, coloraxes: dict[str, dict] | None = None,
-                 gap: float = 0.025) -> go.Figure:
-    """Panels on a grid, each with square pixels and its title above; shared colour axes with colour bars."""
+                 gap: float = 0.025, clickable: bool = False) -> go.Figure:
+    """Panels on a grid, each with square pixels and its title above; shared colour axes with colour bars.
+
+    `clickable`: a click selects the point under it (Plotly's clickmode 'event+select'), for st.plotly_chart's
+    on_select; zooming by dragging stays."""
     rows = math.ceil(len(panels) / columns)
     title_space = 30 / height  # paper fraction kept above each row for its titles
     layout: dict = dict(height=height, margin=dict(l=8, r=8, t=8, b=8), plot_bgcolor="white",
                         paper_bgcolor="white", hovermode="closest", showlegend=False, annotations=[])
+    if clickable:
+        layout["clickmode"] = "event+select"
     data = []
     for index, panel in enumerate(panels):
         row, col = divmod(index, columns)
@@ -135,9 +158,9 @@ def legend_figure(key: np.ndarray, pool_size: int, continuous: bool, height: int
     annotations = [] if continuous else [
         dict(x=(c + 0.5) * cell - 0.5, y=(r + 0.5) * cell - 0.5, text=f"({r},{c})", showarrow=False,
              font=dict(color="white", size=12)) for r in range(pool_size) for c in range(pool_size)]
-    layout = dict(height=height, margin=dict(l=4, r=4, t=26, b=4), annotations=annotations,
-                  title=dict(text="where key (row, col)" + (", continuous" if continuous else ""),
-                             font=dict(size=12)),
+    title = "where key<br>(row, col), continuous" if continuous else "where key (row, col)"  # fits a narrow column
+    layout = dict(height=height + (16 if continuous else 0), margin=dict(l=4, r=4, t=42 if continuous else 26, b=4),
+                  annotations=annotations, title=dict(text=title, font=dict(size=12)),
                   xaxis=dict(visible=False, constrain="domain"),
                   yaxis=dict(visible=False, autorange="reversed", scaleanchor="x", constrain="domain"))
     return go.Figure(data=[dict(type="image", z=pixels, hoverinfo="skip")], layout=layout)

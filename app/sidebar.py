@@ -26,6 +26,7 @@ import torch
 from core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from core.data import NATIVE_SHAPES, DataConfig, load_split
 from core.monitor import runs_root
+from core.viewable import check_viewable
 
 __all__ = [
     "ROOT", "DEFAULT_CHECKPOINT", "Explorer", "Examples", "render", "current", "request_model",
@@ -136,7 +137,7 @@ def _label(source: str) -> str:
 def _try_switch(source: str) -> None:
     """Load `source`; on success it becomes the model, on failure the choice reverts and the reason is kept."""
     try:
-        load_source(source, st.session_state[DEVICE])
+        check_viewable(load_source(source, st.session_state[DEVICE]).model_config)
     except CheckpointError as exc:
         st.session_state[MODEL_ERROR] = f"Could not load {_label(source)}: {exc}. Kept {_label(st.session_state[MODEL_LOADED])}."
         st.session_state[MODEL_CHOICE] = st.session_state[MODEL_LOADED]
@@ -211,6 +212,7 @@ def _build_explorer() -> Explorer | None:
     source, device = st.session_state[MODEL_CHOICE], st.session_state[DEVICE]
     try:
         checkpoint = load_source(source, device)
+        check_viewable(checkpoint.model_config)
     except CheckpointError as exc:  # the loaded model's file vanished or changed into something bad
         st.error(f"Could not load {_label(source)}: {exc}")
         if source == DEFAULT_CHECKPOINT:

@@ -2,11 +2,16 @@
 
 Each field `name: type = default  # comment` becomes `--name` (underscores as dashes) with the comment as its
 help, so every field is settable and documented in --help. Unset options are left out of the parsed namespace,
-so callers can tell "given" from "default". Bad input ends in one line on stderr and exit code 2.
+so callers can tell "given" from "default". Bad input ends in one line on stderr and exit code 2; a failure that
+no other input would avoid (a full disk, an I/O error, a non-finite loss) exits with code 1.
+
+`--run-dir` is `--run` under a name torchrun's own parser leaves alone (it reads `--run` as an abbreviation of its
+`--run-path`), so `torchrun --nproc_per_node 2 -m core.train ... --run-dir DIR` works.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import inspect
 import os
 import re
@@ -81,6 +86,7 @@ def _show(value: Any) -> str:
 # ---- command line --------------------------------------------------------------------------------------------
 
 DRY_RUN_STEPS_PER_EPOCH = 2
+FAILURE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO}  # the machine failed, not the input
 DRY_RUN_VAL_SAMPLES = 64
 
 
@@ -89,8 +95,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m core.train", description=train_module.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     run = parser.add_argument_group("run")
-    run.add_argument("--run", metavar="DIR", help="run directory (config.json, metrics.jsonl, status.json, "
-                     "samples/, last.pt, best.pt); default runs/<dataset>-<time>")
+    run.add_argument("--run", "--run-dir", dest="run", metavar="DIR", help="run directory (config.json, "
+                     "metrics.jsonl, status.json, samples/, last.pt, best.pt); default runs/<dataset>-<time>. "
+                     "Under torchrun, spell it --run-dir")
     run.add_argument("--resume", action="store_true", help="continue the run in --run from its last.pt; options "
                      "given again override its saved training/data config (e.g. --epochs 20)")
     run.add_argument("--dry-run", action="store_true", help="exercise everything in seconds: 2 epochs of "
@@ -163,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, CheckpointError, rundir.RunDirError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_FAILED if isinstance(exc, OSError) and exc.errno in FAILURE_ERRNOS else EXIT_BAD_INPUT
     if int(os.environ.get("RANK", "0")) == 0:
         print(_summary(result))
         print(f"run directory: {run}")

@@ -2,7 +2,8 @@
 
 A run is always a separate, detached process, `python -m core.train --run DIR ...` in its own session, with its
 output in DIR/train.log: closing the browser tab or restarting the Streamlit server does not stop it, and it
-is found again from DIR/status.json (core.rundir) and DIR/launch.json (written here: pid, host, command, started).
+is found again from DIR/status.json (core.rundir) and DIR/launch.json (written here: pid, pid_start, host, command,
+started; pid_start is rundir.process_start_time, so a reused pid does not pass for the process).
 
     configs = make_configs(data={"dataset": "mnist5k"}, train={"epochs": 2}, model={"channels": (16, 32)})
     launched = launch(runs_root() / "demo", configs)     # refuses a busy run directory (RunDirError)
@@ -28,7 +29,7 @@ from core.checkpoint import atomic_write_bytes
 from core.data import DataConfig
 from core.model import ModelConfig
 from core.monitor import LAUNCH_FILE, LOG_FILE, summarize
-from core.train import TrainConfig, default_model_config, resolve_device
+from core.train import TrainConfig, check_configs, default_model_config
 
 __all__ = ["Configs", "Launched", "ARCHITECTURES", "make_configs", "parse_channels", "check_run_name",
            "train_command", "launch", "resume", "stop", "reap"]
@@ -80,7 +81,7 @@ def make_configs(*, data: dict[str, Any], train: dict[str, Any], model: dict[str
         train_config = TrainConfig(**train)
     except TypeError as exc:  # an option that is no config field
         raise ValueError(str(exc).splitlines()[0]) from None
-    resolve_device(train_config.device)  # cuda asked for where there is none -> ValueError
+    check_configs(model_config, train_config, data_config)  # e.g. cuda asked for where there is none
     return Configs(model_config, train_config, data_config)
 
 
@@ -161,7 +162,8 @@ def launch(run_dir: str | os.PathLike, configs: Configs | None = None, *, resume
         process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
     _CHILDREN[process.pid] = process
-    launch_record = {"pid": process.pid, "host": socket.gethostname(), "command": command, "started": started}
+    launch_record = {"pid": process.pid, "pid_start": rundir.process_start_time(process.pid),
+                     "host": socket.gethostname(), "command": command, "started": started}
     atomic_write_bytes(run_dir / LAUNCH_FILE, (json.dumps(launch_record, indent=2) + "\n").encode())
     return Launched(process.pid, command, log_path)
 

@@ -10,15 +10,17 @@ last tick, into numpy columns per record kind. The format is core.rundir's; this
     summary = summarize(run_dir)             # state incl. 'stale' (status says running, process gone)
 
 Reading rules (the same as rundir.read_metrics, which tests hold this reader to): the part after the last newline
-is being written and is left for the next tick; a line that is not a JSON object with "kind" and "step" is
-skipped and counted in `malformed`; a {"kind": "resume", "step": s} line voids the earlier records with a step
+is being written and is left for the next tick; a line that is not a record (rundir.is_record) is skipped and
+counted in `malformed`; a {"kind": "resume", "step": s} line voids the earlier records with a step
 larger than s.
 """
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
+import re
 import socket
 import warnings
 from dataclasses import dataclass, field
@@ -36,14 +38,16 @@ except ImportError:  # optional: the standard library reads the same files, abou
 from core import rundir
 
 __all__ = ["RUNS_ENV", "runs_root", "MetricsReader", "RunSummary", "ACTIVE_STATES", "summarize", "discover_runs",
-           "pid_alive", "decimate", "curve_metrics", "curves", "LAUNCH_FILE", "LOG_FILE", "read_launch",
-           "last_log_error"]
+           "pid_alive", "decimate", "curve_metrics", "curves", "LAUNCH_FILE", "LOG_FILE", "UNREADABLE", "load_launch",
+           "read_launch", "last_log_error", "plain"]
 
 RUNS_ENV = "SWWAE_RUNS_DIR"  # where the dashboard looks for (and starts) runs; default <repo>/runs
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCH_FILE = "launch.json"  # written by core.launch when the dashboard starts a process: {pid, host, command, started}
+LAUNCH_FILE = "launch.json"  # written by core.launch when the dashboard starts a process:
+#                               {pid, pid_start, host, command, started} (pid_start: rundir.process_start_time)
 LOG_FILE = "train.log"  # that process's stdout and stderr
 ACTIVE_STATES = ("starting", "running")  # states whose numbers can still change
+UNREADABLE = "unreadable"  # the state of a run folder whose status.json or launch.json is not what its format says
 _INITIAL_CAPACITY = 1024
 
 
@@ -147,8 +151,7 @@ class MetricsReader:
         pending: dict[str, list[dict[str, Any]]] = {}
         added = 0
         for record in _parse_lines([line for line in lines if line.strip()]):
-            if type(record) is not dict or type(record.get("kind")) is not str or type(record.get("step")) not in (
-                    int, float):
+            if not rundir.is_record(record):
                 self.malformed += 1
                 continue
             added += 1
@@ -289,20 +292,40 @@ def curves(reader: MetricsReader, max_points: int = 2000) -> dict[str, dict[str,
 
 # ---- run state -----------------------------------------------------------------------------------------------
 
-def pid_alive(pid: Any) -> bool:
+def pid_alive(pid: Any, start: Any = None) -> bool:
     """rundir.pid_alive, after reaping this process's finished children (else they linger as zombies)."""
     from core.launch import reap
 
     reap()
-    return rundir.pid_alive(pid)
+    return rundir.pid_alive(pid, start)
+
+
+_LAUNCH_TYPES = {"pid": (int,), "pid_start": (int, type(None)), "host": (str,), "started": (int, float)}
+
+
+def load_launch(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """launch.json, None when there is none; RunDirError (one line) when it is not what core.launch writes."""
+    try:
+        launch = json.loads((Path(run_dir) / LAUNCH_FILE).read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise rundir.RunDirError(f"{LAUNCH_FILE} cannot be read: {exc}") from None
+    if not isinstance(launch, dict):
+        raise rundir.RunDirError(f"{LAUNCH_FILE} holds a JSON {type(launch).__name__}, not an object")
+    for name, types in _LAUNCH_TYPES.items():
+        if type(launch.get(name)) not in types:
+            raise rundir.RunDirError(f"{LAUNCH_FILE}: {name} is {launch.get(name)!r}, not a "
+                                     f"{' or '.join(t.__name__ for t in types if t is not type(None))}")
+    return launch
 
 
 def read_launch(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """launch.json, or None when there is none or it is not valid."""
     try:
-        launch = json.loads((Path(run_dir) / LAUNCH_FILE).read_text())
-    except (OSError, ValueError):
+        return load_launch(run_dir)
+    except rundir.RunDirError:
         return None
-    return launch if isinstance(launch, dict) else None
 
 
 def last_log_error(run_dir: str | os.PathLike, max_bytes: int = 8192) -> str:
@@ -324,7 +347,7 @@ class RunSummary:
 
     name: str
     path: Path
-    state: str  # starting | running | finished | stopped | failed | stale
+    state: str  # starting | running | finished | stopped | failed | stale | unreadable
     message: str = ""
     step: int = 0
     total_steps: int | None = None
@@ -346,20 +369,24 @@ class RunSummary:
 
 def summarize(run_dir: str | os.PathLike) -> RunSummary:
     """The run's state. 'stale': status.json says running but its process (on this host) is gone; 'starting': a
-    process was launched (or config.json written) and has not written its status yet."""
+    process was launched (or config.json written) and has not written its status yet; 'unreadable': status.json or
+    launch.json is broken (the message says how), so this one run shows its error and the others are unaffected."""
     path = Path(run_dir)
-    status = rundir.read_status(path) or {}
-    launch = read_launch(path)
+    try:
+        status = rundir.load_status(path) or {}
+        launch = load_launch(path)
+    except rundir.RunDirError as exc:
+        return RunSummary(name=path.name, path=path, state=UNREADABLE, message=str(exc))
     summary = RunSummary(name=path.name, path=path, state="starting", status=status)
     if status:
-        summary.message = str(status.get("message", ""))
-        summary.step, summary.epoch = int(status.get("step", 0)), int(status.get("epoch", 0))
+        summary.message = str(status.get("message") or "")
+        summary.step, summary.epoch = status.get("step") or 0, status.get("epoch") or 0
         summary.total_steps, summary.epochs = status.get("total_steps"), status.get("epochs")
-        summary.pid, summary.host, summary.updated = status.get("pid"), str(status.get("host", "")), status.get("updated")
-    if launch and (not status or float(launch.get("started", 0)) > float(status.get("updated") or 0)):
+        summary.pid, summary.host, summary.updated = status.get("pid"), str(status.get("host") or ""), status.get("updated")
+    if launch and (not status or launch["started"] > (status.get("updated") or 0)):
         # launched after the last status: the new process has not reported yet (or died before it could)
-        summary.pid, summary.host = launch.get("pid"), str(launch.get("host", ""))
-        if launch.get("host") == socket.gethostname() and not pid_alive(launch.get("pid")):
+        summary.pid, summary.host = launch["pid"], launch["host"]
+        if launch["host"] == socket.gethostname() and not pid_alive(launch["pid"], launch.get("pid_start")):
             if rundir.stop_requested(path):  # stopped (core.launch.stop) before the trainer took over
                 summary.state, summary.message = "stopped", "stopped before training started"
             else:
@@ -372,10 +399,20 @@ def summarize(run_dir: str | os.PathLike) -> RunSummary:
         return summary
     state = status.get("state")
     summary.state = state if state in rundir.STATES or state in ACTIVE_STATES else "failed"
-    if summary.active and status.get("host") == socket.gethostname() and not pid_alive(status.get("pid")):
+    if summary.active and status.get("host") == socket.gethostname() and not pid_alive(status.get("pid"),
+                                                                                       status.get("pid_start")):
         summary.state = "stale"
         summary.message = f"process {status.get('pid')} is gone (killed or crashed); resume it from last.pt"
     return summary
+
+
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:$])")
+
+
+def plain(text: Any) -> str:
+    """Text from disk (a run folder's name, a status or log message) as markdown that shows it literally: HTML
+    escaped, markdown syntax backslash-escaped, so no element, link, badge or formatting can come out of it."""
+    return _MARKDOWN_SYNTAX.sub(r"\\\1", html.escape(str(text), quote=False))
 
 
 def discover_runs(root: str | os.PathLike | None = None) -> list[Path]:

@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 __all__ = [
     "Mosaic", "mosaic", "mosaic_columns", "where_colors", "where_mosaic", "where_legend", "where_arrows", "display_image",
     "diverging_rgb", "Tile", "difference_tile", "stage_difference", "recon_tiles", "swap_tiles", "panel_png", "swap_grid",
+    "sequential_rgb", "tile_rgb", "crisp_pixels", "side_by_side", "unit_tiles", "tile_targets",
 ]
 
 # Colours of the four corners of a pooling window (row, col): (0, 0), (0, 1), (1, 0), (1, 1) as fractions.
@@ -268,3 +269,72 @@ def panel_png(tiles: list[Tile], columns: int, scale: int = 6) -> bytes:
 def draw_width(font: ImageFont.ImageFont, text: str) -> float:
     left, _, right, _ = font.getbbox(text)
     return right - left
+
+
+# ---- single units (the Layers page's unit view) -------------------------------------------------------------------
+
+# Viridis, the colour scale of the mosaics (matplotlib's, as Plotly ships it), so a unit's PNG pictures read the same.
+_VIRIDIS = np.array([[0x44, 0x01, 0x54], [0x48, 0x28, 0x78], [0x3e, 0x49, 0x89], [0x31, 0x68, 0x8e],
+                     [0x26, 0x82, 0x8e], [0x1f, 0x9e, 0x89], [0x35, 0xb7, 0x79], [0x6e, 0xce, 0x58],
+                     [0xb5, 0xde, 0x2b], [0xfd, 0xe7, 0x25]], dtype=np.float32) / 255
+
+
+def sequential_rgb(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """(H, W) -> RGB (H, W, 3) on Viridis from `low` (dark purple) to `high` (yellow); NaN stays NaN."""
+    t = np.clip((values.astype(np.float32) - low) / (high - low if high > low else 1.0), 0.0, 1.0)  # (H, W)
+    position = np.nan_to_num(t) * (len(_VIRIDIS) - 1)
+    below = np.minimum(position.astype(int), len(_VIRIDIS) - 2)  # (H, W) index of the anchor below
+    frac = (position - below)[..., None]  # (H, W, 1)
+    rgb = (1 - frac) * _VIRIDIS[below] + frac * _VIRIDIS[below + 1]  # (H, W, 3)
+    rgb[np.isnan(values)] = np.nan
+    return rgb
+
+
+def tile_rgb(tile: Tile) -> np.ndarray:
+    """A Tile as RGB (H, W, 3) float: signed maps on the diverging scale, grayscale repeated; NaN kept."""
+    if tile.signed:
+        return diverging_rgb(tile.image if tile.image.ndim == 2 else tile.image.mean(-1), tile.scale)
+    return np.repeat(tile.image[..., None], 3, axis=-1) if tile.image.ndim == 2 else tile.image
+
+
+def crisp_pixels(picture: np.ndarray, side: int) -> np.ndarray:
+    """(H, W) or (H, W, 3) float in [0, 1] -> uint8 with each pixel a k x k block, k = round(side / H) (at least 1),
+    so a browser shows model pixels as sharp squares at about `side` pixels high. NaN becomes white."""
+    scale = max(1, round(side / picture.shape[0]))
+    pixels = (np.clip(np.nan_to_num(picture, nan=1.0), 0, 1) * 255).round().astype(np.uint8)
+    return pixels.repeat(scale, axis=0).repeat(scale, axis=1)  # (H*k, W*k[, 3])
+
+
+def side_by_side(pictures: list[np.ndarray], pad: int = 1, vertical: bool = False) -> np.ndarray:
+    """Pictures of one shape, (H, W) or (H, W, 3), in a row (or a column) with `pad` white (NaN) pixels between."""
+    return mosaic(np.stack(pictures), columns=1 if vertical else len(pictures), pad=pad).image
+
+
+def unit_tiles(view, pool_size: int) -> list[Tile]:
+    """The Layers page's unit view from a core.experiments.UnitView: the channel's pre-pool, what (one Viridis
+    scale from 0 or the map's minimum to its maximum), where (coloured like `where_colors`, faded where the what is
+    small), its decoding, its contribution (signed) and the whole image's reconstruction."""
+    low = min(float(np.nanmin(view.pre_pool)), 0.0)
+    high = max(float(np.nanmax(view.pre_pool)), float(np.nanmax(view.what)), low + 1e-6)
+    peak = float(view.what.max(initial=0.0))
+    strength = np.clip(view.what / (0.5 * peak), 0.0, 1.0) if peak > 0 else np.zeros_like(view.what)
+    contribution = difference_tile("", view.contribution, np.zeros_like(view.contribution))
+    return [
+        Tile(f"pre-pool, max {high:.2g}", sequential_rgb(view.pre_pool, low, high)),
+        Tile(f"what, max {peak:.2g}", sequential_rgb(view.what, low, high)),
+        Tile(f"where (pool {pool_size})", where_colors(view.where_offset, pool_size, strength)),
+        Tile("decoding of this unit", display_image(view.decoding)),
+        Tile(f"contribution ±{contribution.scale:.2g}", contribution.image, signed=True,
+             scale=contribution.scale),
+        Tile("full reconstruction", display_image(view.recon)),
+    ]
+
+
+def tile_targets(layout: Mosaic, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Click targets of a mosaic of `maps` (C, h, w): the (x, y) centre of each channel's tile in mosaic pixels and
+    the channel's largest value, each (C,), in channel order."""
+    count = maps.shape[0]
+    tops, lefts = np.array([layout.origin(channel) for channel in range(count)], dtype=np.float32).T  # (C,) each
+    x = lefts + (layout.tile[1] - 1) / 2
+    y = tops + (layout.tile[0] - 1) / 2
+    return x, y, maps.reshape(count, -1).max(axis=1)

@@ -18,21 +18,31 @@
                       "step" is the number of optimizer steps done; "epoch" the number of finished epochs when the
                       record was written; "wall_time" is seconds of training so far (kept across resumes);
                       "time" is Unix time; a non-finite value is written as null (the file is strict JSON).
-                      A reader must ignore a final line without a newline (it is being written).
-      status.json     {"state": "running" | "finished" | "stopped" | "failed", "pid", "host", "step", "epoch",
-                       "message", "updated", "epochs", "steps_per_epoch", "total_steps"}
-                      written atomically at the start ("starting"), at every metrics record and at the end;
+                      A reader must ignore a final line without a newline (it is being written); a writer starts
+                      on a fresh line, so a line torn by a crash never swallows the next record. A line that is
+                      not a JSON object with a string "kind" and a numeric "step" is skipped (is_record).
+      status.json     {"state": "running" | "finished" | "stopped" | "failed", "pid", "pid_start", "host", "step",
+                       "epoch", "message", "updated", "epochs", "steps_per_epoch", "total_steps"}
+                      written atomically once every input is checked and training starts, at every metrics record
+                      and at the end (a refused command leaves the previous run's status as it was);
                       "updated" is Unix time. "running" with a pid that no longer exists means the process died
                       (kill -9, power loss): last.pt is still the last good checkpoint. "failed" messages name the
                       cause, e.g. "non-finite loss at step 812 (term rec)".
+                      "pid_start" is the process' start time (Linux clock ticks since boot, /proc/<pid>/stat
+                      field 22): a pid reused by another process does not pass for the run.
+      lock            held (fcntl.flock, exclusive) by the one trainer that writes this directory, for the whole run;
+                      the kernel releases it when that process dies, however it dies.
       STOP            created by anyone to ask the run to stop after the current step (removed when honoured)
       samples/epoch_0001.png   at each evaluation: validation images (top row) over their reconstructions
       last.pt, best.pt         checkpoints (core.checkpoint format), written atomically: last.pt at every epoch
                                end, on stop and every TrainConfig.checkpoint_every steps; best.pt after an
                                evaluation marked "best" (highest val accuracy; unsupervised: lowest rec)
+      .<file>.<random>.tmp     an atomic write in progress; one left by a kill mid-write is removed when the next
+                               trainer claims the directory
 """
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import math
@@ -40,7 +50,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -48,13 +58,15 @@ from core.checkpoint import atomic_write_bytes
 
 __all__ = [
     "CONFIG_FILE", "METRICS_FILE", "STATUS_FILE", "STOP_FILE", "LAST_CHECKPOINT", "BEST_CHECKPOINT", "SAMPLES_DIR",
-    "STATES", "RunDirError",
-    "write_config", "read_config", "append_metrics", "read_metrics", "write_status", "read_status",
-    "pid_alive", "is_live", "check_not_running", "request_stop", "stop_requested", "clear_stop",
+    "LOCK_FILE", "STATES", "RunDirError",
+    "write_config", "read_config", "append_metrics", "is_record", "read_metrics", "write_status", "read_status",
+    "load_status", "process_start_time", "pid_alive", "is_live", "check_not_running", "Claim", "claim",
+    "request_stop", "stop_requested", "clear_stop",
     "write_samples", "list_samples",
 ]
 
 CONFIG_FILE = "config.json"
+LOCK_FILE = "lock"
 METRICS_FILE = "metrics.jsonl"
 STATUS_FILE = "status.json"
 STOP_FILE = "STOP"
@@ -77,17 +89,39 @@ def write_config(run_dir: str | os.PathLike, *, model: dict, train: dict, data: 
 
 
 def read_config(run_dir: str | os.PathLike) -> dict[str, dict]:
-    """{'model': ..., 'train': ..., 'data': ...} as plain dicts."""
-    return json.loads((Path(run_dir) / CONFIG_FILE).read_text())
+    """{'model': ..., 'train': ..., 'data': ...} as plain dicts; RunDirError when the file lacks one of them."""
+    path = Path(run_dir) / CONFIG_FILE
+    config = json.loads(path.read_text())
+    for key in ("model", "train", "data"):
+        if not isinstance(config, dict) or not isinstance(config.get(key), dict):
+            raise RunDirError(f"{path} is not a run config: it has no {key!r} section")
+    return config
 
 
 def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
     """Append one record (it must carry "kind" and "step") as one whole line."""
     record = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
     line = json.dumps(record, allow_nan=False) + "\n"  # strict JSON: non-finite numbers become null
-    with open(Path(run_dir) / METRICS_FILE, "a") as f:
-        f.write(line)
+    with open(Path(run_dir) / METRICS_FILE, "a+b") as f:  # appends go to the end, whatever the position
+        if _ends_torn(f):
+            line = "\n" + line  # end the torn line a crash left, so this record is not glued onto it
+        f.write(line.encode())
         f.flush()
+
+
+def _ends_torn(f: IO[bytes]) -> bool:
+    """Whether the file's last byte is something other than a newline (a write cut short)."""
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+        return False
+    f.seek(size - 1)
+    return f.read(1) != b"\n"
+
+
+def is_record(value: Any) -> bool:
+    """Whether a parsed metrics line is a record: a JSON object with a string "kind" and a numeric "step"."""
+    return (type(value) is dict and type(value.get("kind")) is str
+            and type(value.get("step")) in (int, float))  # bool is no step
 
 
 def read_metrics(run_dir: str | os.PathLike, kind: str | None = None) -> list[dict[str, Any]]:
@@ -96,16 +130,16 @@ def read_metrics(run_dir: str | os.PathLike, kind: str | None = None) -> list[di
     if not path.is_file():
         return []
     records: list[dict[str, Any]] = []
-    for line in path.read_text().split("\n")[:-1]:  # the part after the last newline is still being written
+    for line in path.read_bytes().split(b"\n")[:-1]:  # the part after the last newline is still being written
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn line from a crash mid-write
-        if not isinstance(record, dict):
+        except ValueError:  # a torn line from a crash mid-write, or bytes that are not UTF-8
+            continue
+        if not is_record(record):
             continue  # valid JSON, but not a record
-        if record.get("kind") == "resume":
+        if record["kind"] == "resume":
             records = [r for r in records if r.get("step", 0) <= record["step"]]
         else:
             records.append(record)
@@ -116,34 +150,71 @@ def write_status(run_dir: str | os.PathLike, state: str, *, step: int, epoch: in
                  **extra: Any) -> None:
     if state not in STATES:
         raise ValueError(f"state must be one of {STATES}, got {state!r}")
-    status = {"state": state, "pid": os.getpid(), "host": socket.gethostname(), "step": int(step),
-              "epoch": int(epoch), "message": message, "updated": time.time(), **extra}
+    status = {"state": state, "pid": os.getpid(), "pid_start": process_start_time(os.getpid()),
+              "host": socket.gethostname(), "step": int(step), "epoch": int(epoch), "message": message,
+              "updated": time.time(), **extra}
     _write_json(Path(run_dir) / STATUS_FILE, status)
 
 
-def read_status(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The status dict, or None when the run has none (not started) or it cannot be read."""
+_STATUS_TYPES = {"state": (str,), "pid": (int,), "pid_start": (int,), "host": (str,), "step": (int,),
+                 "epoch": (int,), "message": (str,), "updated": (int, float), "epochs": (int,),
+                 "steps_per_epoch": (int,), "total_steps": (int,)}
+
+
+def load_status(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The status dict, None when the run has none yet; RunDirError (one line) when status.json is not a status:
+    not a JSON object, or a known field of the wrong type (null is allowed for the optional ones)."""
+    path = Path(run_dir) / STATUS_FILE
     try:
-        return json.loads((Path(run_dir) / STATUS_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
+        status = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{STATUS_FILE} cannot be read: {exc}") from None
+    if not isinstance(status, dict):
+        raise RunDirError(f"{STATUS_FILE} holds a JSON {type(status).__name__}, not an object")
+    for name, types in _STATUS_TYPES.items():
+        value = status.get(name)
+        if value is not None and (type(value) not in types):
+            raise RunDirError(f"{STATUS_FILE}: {name} is {value!r}, not a {' or '.join(t.__name__ for t in types)}")
+    return status
+
+
+def read_status(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The status dict, or None when the run has none (not started) or it is not a valid status."""
+    try:
+        return load_status(run_dir)
+    except RunDirError:
         return None
 
 
-def pid_alive(pid: Any) -> bool:
-    """Whether process `pid` runs on this host (a zombie, exited but not yet reaped, counts as dead)."""
+def process_start_time(pid: Any) -> int | None:
+    """When process `pid` started, in clock ticks since boot (/proc/<pid>/stat field 22); None where unknown."""
+    try:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])  # fields after "(comm)" start at field 3
+    except (OSError, IndexError, TypeError, ValueError, OverflowError):
+        return None
+
+
+def pid_alive(pid: Any, start: Any = None) -> bool:
+    """Whether process `pid` runs on this host (a zombie, exited but not yet reaped, counts as dead). With
+    `start` (a recorded process_start_time), a process that started at another time is a reused pid: dead."""
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # exists, owned by someone else
+        pass  # exists, owned by someone else
     except (TypeError, ValueError, OverflowError):
         return False
     try:
         with open(f"/proc/{int(pid)}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+            if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return False
     except (OSError, IndexError):
         return True  # no /proc (not Linux): kill(0) said it exists
+    return start is None or process_start_time(pid) in (None, start)
 
 
 def is_live(status: dict[str, Any] | None) -> bool:
@@ -152,7 +223,7 @@ def is_live(status: dict[str, Any] | None) -> bool:
         return False
     if status.get("host") != socket.gethostname():
         return True
-    return pid_alive(status.get("pid"))
+    return pid_alive(status.get("pid"), status.get("pid_start"))
 
 
 def check_not_running(run_dir: str | os.PathLike) -> None:
@@ -160,6 +231,49 @@ def check_not_running(run_dir: str | os.PathLike) -> None:
     if is_live(status):
         raise RunDirError(f"{run_dir} is in use by a running training process (pid {status['pid']}); "
                           f"stop it first (create {Path(run_dir) / STOP_FILE}) or choose another --run")
+
+
+class Claim:
+    """This process' exclusive hold on a run directory (see `claim`); `release()` ends it."""
+
+    def __init__(self, lock: IO[bytes]):
+        self._lock = lock
+
+    def release(self) -> None:
+        self._lock.close()  # closing the file releases the flock
+
+
+def claim(run_dir: str | os.PathLike) -> Claim:
+    """Make `run_dir` this process' own: take its lock file's exclusive flock (the kernel drops it when the process
+    dies), refuse a directory another process holds or a live run on another host holds (RunDirError), then remove
+    the temporary files of atomic writes a killed trainer left behind. Hold the Claim for the run's whole life."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(run_dir / LOCK_FILE, "ab")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        status = read_status(run_dir) or {}
+        raise RunDirError(f"{run_dir} is in use by a running training process (pid {status.get('pid', '?')}); "
+                          f"stop it first (create {run_dir / STOP_FILE}) or choose another --run") from None
+    try:
+        check_not_running(run_dir)  # a trainer on another host (a shared file system may not pass flocks on)
+    except BaseException:
+        lock.close()
+        raise
+    _remove_stale_temporaries(run_dir)
+    return Claim(lock)
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Partial files of atomic writes (core.checkpoint.atomic_write_bytes: .<name>.<random>.tmp) that a kill
+    mid-write left behind. Only the trainer writes these names, and it holds the lock, so none is in progress."""
+    names = (CONFIG_FILE, STATUS_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT)
+    stale = [*(p for name in names for p in run_dir.glob(f".{name}.*.tmp")),
+             *(run_dir / SAMPLES_DIR).glob(".epoch_*.png.*.tmp")]
+    for path in stale:
+        path.unlink(missing_ok=True)
 
 
 def request_stop(run_dir: str | os.PathLike) -> None:

@@ -78,7 +78,7 @@ class TrainConfig:
         for name in ("lr", "min_lr", "weight_decay", "grad_clip", "momentum", "warmup_steps", "max_steps",
                      "checkpoint_every", "samples", "lambda_nll", "lambda_rec", "lambda_mid"):
             if not 0 <= getattr(self, name) < math.inf:  # also refuses NaN
-                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+                raise ValueError(f"{name} must be >= 0 and finite, got {getattr(self, name)}")
 
     @property
     def lambdas(self) -> dict[str, float]:

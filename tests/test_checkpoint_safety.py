@@ -152,3 +152,22 @@ def test_marked_checkpoint_with_wrong_field_types(tmp_path):
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="corrupt"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("train_config, trained", [
+    (None, True),  # unknown: assume the head was trained
+    ({"mode": "supervised", "lambda_nll": 1.0}, True),
+    ({"mode": "semi-supervised", "lambda_nll": 0.5}, True),
+    ({"mode": "unsupervised", "lambda_nll": 1.0}, False),  # the trainer forces lambda_nll to 0 in this mode
+    ({"mode": "semi-supervised", "lambda_nll": 0.0}, False),
+])
+def test_classifier_trained_follows_the_train_config(tmp_path, train_config, trained):
+    save_checkpoint(tmp_path / "model.pt", tiny_model(), train_config=train_config)
+    assert load_checkpoint(tmp_path / "model.pt").classifier_trained is trained
+
+
+@pytest.mark.parametrize("name, trained", [("default", True), ("ablation_hard", False), ("ablation_soft", False),
+                                           ("ablation_none", False)])
+def test_shipped_checkpoints_say_whether_their_head_was_trained(name, trained):
+    path = Path(__file__).resolve().parents[1] / "checkpoints" / f"{name}.pt"
+    assert load_checkpoint(path).classifier_trained is trained

@@ -17,12 +17,24 @@ st.caption(f"{explorer.label}: which input pixels push the chosen class logit up
 picked = pick_image(explorer, "attr", "Input")
 probabilities = classify(model, picked.image)[0]
 predicted = int(probabilities.argmax())
+trained = explorer.checkpoint.classifier_trained
 
+
+def class_label(choice) -> str:
+    """A class option; probabilities only where the head was trained (an untrained head's are noise)."""
+    if not trained:
+        return f"head's top ({predicted})" if choice == "predicted" else str(choice)
+    return (f"predicted ({predicted}, p={probabilities[predicted]:.2f})" if choice == "predicted"
+            else f"{choice} (p={probabilities[choice]:.2f})")
+
+
+if not trained:
+    st.info("This model was trained without labels (unsupervised): its classifier head keeps its random initial "
+            "weights. The maps still show which pixels move the chosen logit, but that logit means no digit.",
+            icon=":material/info:")
 settings = st.columns([1, 3, 1, 1])
-target_choice = settings[0].selectbox(
-    "Class", ["predicted"] + list(range(cfg.num_classes)), key="attr_target",
-    format_func=lambda c: f"predicted ({predicted}, p={probabilities[predicted]:.2f})" if c == "predicted"
-    else f"{c} (p={probabilities[c]:.2f})")
+target_choice = settings[0].selectbox("Class", ["predicted"] + list(range(cfg.num_classes)), key="attr_target",
+                                      format_func=class_label)
 methods = settings[1].multiselect("Methods", list(METHODS), default=list(METHODS), key="attr_methods",
                                   format_func=METHOD_LABELS.get)
 steps = settings[2].select_slider("IG steps", [8, 16, 32, 64, 128], value=32, key="attr_ig_steps",
@@ -47,7 +59,10 @@ st.plotly_chart(figures.panel_figure(
                "coloraxis2": dict(colorscale=figures.SIGNED, cmin=-1, cmax=1,
                                   colorbar=dict(title="a / max|a|", len=0.8, thickness=12))}),
     key="attr_maps", config={"displaylogo": False})
-st.caption(f"Explaining class {target}. Each map is scaled by its own largest |attribution| (shown in its title).")
-st.plotly_chart(figures.bar_figure([str(c) for c in range(cfg.num_classes)], {"probability": probabilities.tolist()},
-                                   height=240, title="Class probabilities", y_range=(0, 1), highlight=target),
-                key="attr_probs", config={"displaylogo": False})
+st.caption(f"Explaining class {target}{'' if trained else ' of an untrained head'}. Each map is scaled by its own "
+           "largest |attribution| (shown in its title).")
+if trained:
+    st.plotly_chart(figures.bar_figure([str(c) for c in range(cfg.num_classes)],
+                                       {"probability": probabilities.tolist()}, height=240,
+                                       title="Class probabilities", y_range=(0, 1), highlight=target),
+                    key="attr_probs", config={"displaylogo": False})

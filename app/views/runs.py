@@ -12,7 +12,7 @@ from app.curves import curves_figure, run_colour
 from app.sidebar import request_model
 from core import rundir
 from core.launch import resume, stop
-from core.monitor import MetricsReader, RunSummary, curves, discover_runs, runs_root, summarize
+from core.monitor import MetricsReader, RunSummary, curves, discover_runs, plain, runs_root, summarize
 
 REFRESH_S = 2.0
 MAX_POINTS = 2000  # per line; longer runs are averaged over buckets of records
@@ -21,7 +21,8 @@ STATE_BADGES = {"starting": ":blue-badge[:material/hourglass_top: starting]",  #
                 "running": ":green-badge[:material/play_circle: running]",
                 "finished": ":gray-badge[:material/check_circle: finished]",
                 "stopped": ":orange-badge[:material/stop_circle: stopped]",
-                "failed": ":red-badge[:material/error: failed]", "stale": ":orange-badge[:material/warning: stale]"}
+                "failed": ":red-badge[:material/error: failed]", "stale": ":orange-badge[:material/warning: stale]",
+                "unreadable": ":red-badge[:material/error: unreadable]"}
 
 # session_state keys of this page
 SELECTED = "runs_selected"  # names of the runs whose curves are drawn
@@ -80,10 +81,10 @@ def reader_for(path: Path) -> MetricsReader:
 
 
 def run_panel(summary: RunSummary, reader: MetricsReader, colour: str) -> None:
-    st.markdown(f"<span style='color:{colour}'>■</span> **{summary.name}** {STATE_BADGES.get(summary.state, '')}",
+    st.markdown(f"<span style='color:{colour}'>■</span> **{plain(summary.name)}** {STATE_BADGES.get(summary.state, '')}",
                 unsafe_allow_html=True)
     if summary.message:
-        st.caption(summary.message)
+        st.caption(plain(summary.message))
     best = reader.last("eval")
     if best:
         accuracy = best.get("accuracy", float("nan"))
@@ -107,16 +108,16 @@ def run_panel(summary: RunSummary, reader: MetricsReader, colour: str) -> None:
             try:
                 stop(summary.path)
             except (ValueError, OSError, rundir.RunDirError) as exc:  # e.g. it ended meanwhile
-                st.error(str(exc).strip().splitlines()[0] or type(exc).__name__)
+                st.error(plain(str(exc).strip().splitlines()[0] or type(exc).__name__))
             else:
-                st.toast(f"Asked {summary.name} to stop.")
+                st.toast(f"Asked {plain(summary.name)} to stop.")
     elif (summary.path / rundir.LAST_CHECKPOINT).is_file():
         if buttons[1].button("Resume", key=f"runs_resume_{summary.name}", icon=":material/play_arrow:",
                              help="Continue from last.pt (the Train page can also add epochs)"):
             try:
                 resume(summary.path)
             except (ValueError, OSError, rundir.RunDirError) as exc:
-                st.error(str(exc).strip().splitlines()[0] or type(exc).__name__)
+                st.error(plain(str(exc).strip().splitlines()[0] or type(exc).__name__))
             else:
                 st.rerun()  # a run became active: the page starts refreshing
 
@@ -138,7 +139,7 @@ def live(active: frozenset[str], selected: tuple[str, ...], log_losses: bool) ->
                         config={"displaylogo": False})
     else:
         st.info("No metrics logged yet.")
-    counts = [f"{name}: {reader.count('step')} training and {reader.count('eval')} validation records"
+    counts = [f"{plain(name)}: {reader.count('step')} training and {reader.count('eval')} validation records"
               + (f", {reader.malformed} malformed line{'s' * (reader.malformed != 1)} skipped" if reader.malformed else "")
               for name, reader in readers.items()]
     st.caption(" · ".join(counts))

@@ -7,7 +7,7 @@ import torch
 from core import rundir
 from core.data import NATIVE_SHAPES
 from core.launch import ARCHITECTURES, check_run_name, default_run_name, launch, make_configs, parse_channels, resume, stop
-from core.monitor import discover_runs, runs_root, summarize
+from core.monitor import discover_runs, plain, runs_root, summarize
 from core.train import MODES, TrainConfig
 
 CUSTOM = "custom"
@@ -77,7 +77,7 @@ if submitted:
         run_name = check_run_name(name or default_run_name(chosen))
         launched = launch(root / run_name, configs)
     except (ValueError, OSError, rundir.RunDirError) as exc:
-        st.error(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        st.error(plain(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__))
     else:
         st.session_state[LAUNCHED] = run_name
         st.session_state["train_manage"] = run_name
@@ -100,9 +100,9 @@ def act(action, *args, **kwargs) -> None:
     try:
         action(*args, **kwargs)
     except (ValueError, OSError, rundir.RunDirError) as exc:
-        st.session_state[NOTICE] = ("error", str(exc).strip().splitlines()[0] or type(exc).__name__)
+        st.session_state[NOTICE] = ("error", plain(str(exc).strip().splitlines()[0] or type(exc).__name__))
     else:
-        st.session_state[NOTICE] = ("success", f"{action.__name__.capitalize()} requested for {run_dir.name}.")
+        st.session_state[NOTICE] = ("success", f"{action.__name__.capitalize()} requested for {plain(run_dir.name)}.")
 
 
 def manage(active: bool) -> None:
@@ -116,7 +116,7 @@ def manage(active: bool) -> None:
     progress = summary.step / summary.total_steps if summary.total_steps else 0.0
     st.progress(min(1.0, progress), text=f"**{summary.state}** · step {summary.step}"
                 f"{f' / {summary.total_steps}' if summary.total_steps else ''} · epoch {summary.epoch}"
-                f"{f' / {summary.epochs}' if summary.epochs else ''}" + (f" · {summary.message}" if summary.message else ""))
+                f"{f' / {summary.epochs}' if summary.epochs else ''}" + (f" · {plain(summary.message)}" if summary.message else ""))
     stop_col, epochs_col, resume_col, link_col = st.columns([1, 1.2, 1, 1.5], vertical_alignment="bottom")
     stop_col.button("Stop", key="train_stop", icon=":material/stop:", disabled=not summary.active,
                     on_click=act, args=(stop, run_dir), help="Finish the current step, save last.pt, end as 'stopped'.")
