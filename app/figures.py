@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from core.render import Mosaic
 
 __all__ = ["Panel", "panel_figure", "gray_panel", "rgb_panel", "mosaic_panel", "where_panel", "signed_panel",
-           "channel_targets", "bar_figure", "legend_figure", "GRAY", "SIGNED"]
+           "channel_targets", "bar_figure", "GRAY", "SIGNED"]
 
 GRAY = [[0.0, "black"], [1.0, "white"]]
 SIGNED = "RdBu_r"  # blue negative, white 0, red positive
@@ -148,19 +148,3 @@ def bar_figure(labels: list[str], series: dict[str, list[float]], *, height: int
     if y_range is not None:
         layout["yaxis"]["range"] = list(y_range)
     return go.Figure(data=data, layout=layout)
-
-
-def legend_figure(key: np.ndarray, pool_size: int, continuous: bool, height: int = 170) -> go.Figure:
-    """The where colour key: one pooling window with its (row, col) cells labelled."""
-    side = key.shape[0]
-    cell = side / pool_size
-    pixels = (key * 255).round().astype(np.uint8)
-    annotations = [] if continuous else [
-        dict(x=(c + 0.5) * cell - 0.5, y=(r + 0.5) * cell - 0.5, text=f"({r},{c})", showarrow=False,
-             font=dict(color="white", size=12)) for r in range(pool_size) for c in range(pool_size)]
-    title = "where key<br>(row, col), continuous" if continuous else "where key (row, col)"  # fits a narrow column
-    layout = dict(height=height + (16 if continuous else 0), margin=dict(l=4, r=4, t=42 if continuous else 26, b=4),
-                  annotations=annotations, title=dict(text=title, font=dict(size=12)),
-                  xaxis=dict(visible=False, constrain="domain"),
-                  yaxis=dict(visible=False, autorange="reversed", scaleanchor="x", constrain="domain"))
-    return go.Figure(data=[dict(type="image", z=pixels, hoverinfo="skip")], layout=layout)

@@ -49,7 +49,7 @@ def test_layers_page_widgets():
     at = open_page("layers")
     stages = len(digits_config().channels)
     assert len(at.tabs) == stages
-    assert len(charts(at)) == 2 + 3  # overview, probabilities; only the open stage draws: maps, key, hidden
+    assert len(charts(at)) == 2  # probabilities and the open stage's maps (the other pictures are PNGs)
     assert [m.label for m in at.metric][:4] == ["Predicted", "Confidence", "Recon MSE", "Recon PSNR"]
     assert sum(m.label.startswith("L2M") for m in at.metric) == 1  # the open stage (1) has a decoder hidden
     at.number_input(key="layers_index").set_value(7).run()

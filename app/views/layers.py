@@ -14,10 +14,13 @@ from app.inputs import Picked, pick_image
 from app.sidebar import Explorer, current
 from core.experiments import (StageView, channel_peaks, class_probabilities, layer_views, mse, psnr, top_images,
                               unit_decodings, unit_view)
-from core.render import (crisp_pixels, display_image, mosaic, recon_tiles, side_by_side, stage_difference, tile_rgb,
-                         tile_targets, unit_tiles, where_arrows, where_legend, where_mosaic)
+from core.render import (
+    Tile, crisp_pixels, display_image, mosaic, panel_png, recon_tiles, sequential_rgb, side_by_side, stage_difference,
+    tile_rgb, tile_targets, unit_tiles, where_arrows, where_legend, where_mosaic,
+)
 
 PANEL_WIDTH = 380  # px a mosaic panel gets in the wide layout, to size figure heights
+HIDDEN_TILE_WIDTH = 240  # px each of the hidden row's three mosaics is drawn at, so the PNG fits its column
 UNIT_SIDE = 112  # px a unit picture is drawn at, model pixels as crisp blocks (28 x 4, 14 x 8, 7 x 16)
 TOP_SIDE = 170  # px a top image and its decoding below it are drawn at (3x): nine fit in one row
 TOP_COUNT = 9
@@ -91,13 +94,7 @@ def overview(explorer: Explorer, picked: Picked, encoding, decoding) -> None:
     image, recon = picked.image.numpy(), decoding.recon[0].float().cpu().numpy()
     trained = explorer.checkpoint.classifier_trained
     overview_col, probs_col = st.columns([3, 2])
-    overview_col.plotly_chart(figures.panel_figure(
-        [figures.gray_panel(t.title, t.image) if not t.signed else figures.signed_panel(t.title, t.image)
-         for t in recon_tiles(image, recon)],
-        columns=3, height=260,
-        coloraxes={"coloraxis": dict(colorscale=figures.GRAY, cmin=0, cmax=1, showscale=False),
-                   "coloraxis2": dict(colorscale=figures.SIGNED, cmid=0, colorbar=dict(len=0.8, thickness=12))}),
-        key="layers_overview", config={"displaylogo": False})
+    overview_col.image(panel_png(recon_tiles(image, recon), 3, scale=6))  # a PNG: cheap for the browser to draw
     recon_mse = mse(decoding.recon, picked.image)
     metrics = iter(overview_col.columns(4))
     if trained:
@@ -135,8 +132,8 @@ def stage_maps(view: StageView, continuous: bool, arrows: bool, fade: bool) -> N
         columns=3, height=int(PANEL_WIDTH * aspect) + 40, coloraxes=activation_axis, clickable=True),
         key=maps_key(view.stage), config={"displaylogo": False}, on_select=partial(_on_map_click, view.stage),
         selection_mode=("points",))
-    key_col.plotly_chart(figures.legend_figure(where_legend(view.pool_size, continuous), view.pool_size, continuous),
-                         key=f"layers_key_{view.stage}", config={"displayModeBar": False})
+    key_col.image(crisp_pixels(where_legend(view.pool_size, continuous), 96), width=96,
+                  caption="where key: the window's cells (row, col), (0, 0) top left")
     if continuous:
         key_col.caption("Soft pooling: the where is a continuous (row, col) offset; colours blend between "
                         "the corners.")
@@ -146,12 +143,13 @@ def stage_maps(view: StageView, continuous: bool, arrows: bool, fade: bool) -> N
         return
     hidden, difference = mosaic(view.hidden), mosaic(stage_difference(view.hidden, view.what))
     hidden_col, metric_col = st.columns([5, 1])
-    hidden_col.plotly_chart(figures.panel_figure(
-        [figures.mosaic_panel("encoder what", what), figures.mosaic_panel("decoder hidden", hidden),
-         figures.mosaic_panel("hidden - what", difference, coloraxis="coloraxis2")],
-        columns=3, height=int(PANEL_WIDTH * what.image.shape[0] / what.image.shape[1]) + 40,
-        coloraxes={**activation_axis, "coloraxis2": dict(colorscale=figures.SIGNED, cmid=0, showscale=False)}),
-        key=f"layers_hidden_{view.stage}", config={"displaylogo": False})
+    high = max(float(np.nanmax(what.image)), float(np.nanmax(hidden.image)), 1e-6)
+    spread = max(float(np.nanmax(np.abs(difference.image))), 1e-6)
+    hidden_col.image(panel_png(
+        [Tile(f"encoder what (0 to {high:.2g})", sequential_rgb(what.image, 0.0, high)),
+         Tile("decoder hidden (same scale)", sequential_rgb(hidden.image, 0.0, high)),
+         Tile(f"hidden - what (±{spread:.2g})", difference.image, signed=True, scale=spread)],
+        3, scale=max(1, round(HIDDEN_TILE_WIDTH / what.image.shape[1]))))
     metric_col.metric(f"L2M, stage {view.stage + 1}", f"{view.mid_mse:.4f}",
                       help="Mean squared error of the decoder hidden against the encoder what (the L2M term)")
 
