@@ -20,7 +20,7 @@ from core.render import (
 )
 
 PANEL_WIDTH = 380  # px a mosaic panel gets in the wide layout, to size figure heights
-HIDDEN_TILE_WIDTH = 240  # px each of the hidden row's three mosaics is drawn at, so the PNG fits its column
+HIDDEN_TILE_WIDTH = 240  # px a mosaic drawn as a PNG is made at (about its column's width), so titles stay legible
 UNIT_SIDE = 112  # px a unit picture is drawn at, model pixels as crisp blocks (28 x 4, 14 x 8, 7 x 16)
 TOP_SIDE = 170  # px a top image and its decoding below it are drawn at (3x): nine fit in one row
 TOP_COUNT = 9
@@ -123,13 +123,16 @@ def stage_maps(view: StageView, continuous: bool, arrows: bool, fade: bool) -> N
     aspect = max(pre_pool.image.shape[0] / pre_pool.image.shape[1], what.image.shape[0] / what.image.shape[1])
     activation_axis = {"coloraxis": dict(colorscale="Viridis", cmin=0,
                                          colorbar=dict(title="value", len=0.8, thickness=12))}
-    maps_col, key_col = st.columns([5, 1])
+    pre_col, maps_col, key_col = st.columns([5 / 3, 10 / 3, 1], vertical_alignment="center")
+    high = max(float(np.nanmax(pre_pool.image)), 1e-6)
+    pre_col.image(panel_png([Tile(f"pre-pool ({view.pre_pool.shape[0]} x {view.pre_pool.shape[1]}^2, 0 to {high:.2g})",
+                                  sequential_rgb(pre_pool.image, 0.0, high))], 1,
+                            scale=max(1, round(HIDDEN_TILE_WIDTH / pre_pool.image.shape[1]))))  # PNG: cheap to draw
     maps_col.plotly_chart(figures.panel_figure(
-        [figures.mosaic_panel(f"pre-pool ({view.pre_pool.shape[0]} x {view.pre_pool.shape[1]}^2)", pre_pool),
-         figures.channel_targets(figures.mosaic_panel(f"what ({view.what.shape[1]}^2, pool {view.pool_size})", what),
+        [figures.channel_targets(figures.mosaic_panel(f"what ({view.what.shape[1]}^2, pool {view.pool_size})", what),
                                  tile_targets(what, view.what)),
          figures.where_panel("where (position in the window)", colors, custom, quiver)],
-        columns=3, height=int(PANEL_WIDTH * aspect) + 40, coloraxes=activation_axis, clickable=True),
+        columns=2, height=int(PANEL_WIDTH * aspect) + 40, coloraxes=activation_axis, clickable=True),
         key=maps_key(view.stage), config={"displaylogo": False}, on_select=partial(_on_map_click, view.stage),
         selection_mode=("points",))
     key_col.image(crisp_pixels(where_legend(view.pool_size, continuous), 96), width=96,
