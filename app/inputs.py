@@ -1,7 +1,7 @@
 """Input pickers shared by the pages: a dataset image (by index, or random), an uploaded picture, or a drawing.
 
 Widget keys are `<key>_source`, `<key>_index`, `<key>_upload`, `<key>_invert`, `<key>_prepare` and `<key>_canvas`
-for a picker created with `key`. For a digit-like model (one input channel) uploads and drawings are prepared the
+for a picker created with `key`. For a digit-like model (1 x 28 x 28 input) uploads and drawings are prepared the
 way the MNIST digits were made (`core.images.prepare_digit`) and a preview shows what the model sees.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import streamlit as st
 import torch
 
 from app.sidebar import Explorer
-from core.images import ImageDecodeError, NoInkError, decode_digit, decode_image, enlarge
+from core.images import MNIST_FRAME, ImageDecodeError, NoInkError, decode_digit, decode_image, enlarge
 
 __all__ = ["Picked", "pick_image", "IMAGE_TYPES"]
 
@@ -45,6 +45,11 @@ def _decode_digit(sha256: str, size: int, invert: bool | None, name: str,  # noq
     return decode_digit(_data, size=size, invert=invert, name=name)
 
 
+def _digit_like(channels: int, size: int) -> bool:
+    """A model of MNIST's input (1 x 28 x 28): uploads and drawings are prepared the way its digits were made."""
+    return (channels, size) == (1, MNIST_FRAME)
+
+
 def _show_preview(image: torch.Tensor) -> None:
     height, width = image.shape[1:]
     st.image(enlarge(image, scale=PREVIEW_SCALE), caption=f"What the model sees ({height}x{width})",
@@ -60,7 +65,7 @@ def _uploaded(key: str, channels: int, size: int) -> Picked | None:
     invert = invert_col.radio("Invert", list(_INVERT), key=f"{key}_invert", horizontal=True,
                               help="auto: invert a dark drawing on a light background (the digits are light on "
                                    "black)")
-    prepare = channels == 1 and prepare_col.toggle("Prepare like MNIST", value=True, key=f"{key}_prepare",
+    prepare = _digit_like(channels, size) and prepare_col.toggle("Prepare like MNIST", value=True, key=f"{key}_prepare",
                                                    help=PREPARE_HELP)
     if uploaded is None:
         return None
@@ -78,7 +83,7 @@ def _uploaded(key: str, channels: int, size: int) -> Picked | None:
     except ImageDecodeError as exc:
         st.error(f"{exc}")
         return None
-    if channels == 1:
+    if _digit_like(channels, size):  # prepared or not: what the model sees
         with prepare_col:
             _show_preview(image)
     return Picked(image, uploaded.name, None)
@@ -103,7 +108,7 @@ def _drawn(key: str, channels: int, size: int) -> Picked | None:
         return None
     sha256 = hashlib.sha256(data).hexdigest()
     try:
-        if channels == 1:
+        if _digit_like(channels, size):
             image = _decode_digit(sha256, size, False, "drawing", data)
         else:
             image = _decode(sha256, channels, size, False, "drawing", data)
