@@ -24,7 +24,7 @@ import torch
 from bench.common import DEFAULT_TEST_DATA, RESULTS_DIR, load_mnist_test
 from core.checkpoint import load_checkpoint
 from core.data import DataConfig, load_split
-from core.experiments import ShiftStage, shift_curves
+from core.experiments import ShiftStage, along_axis, shift_curves
 
 MODELS = {"shipped (hard, supervised)": "checkpoints/default.pt", "hard (unsupervised)": "checkpoints/ablation_hard.pt",
           "soft (unsupervised)": "checkpoints/ablation_soft.pt", "none (unsupervised)": "checkpoints/ablation_none.pt"}
@@ -64,7 +64,7 @@ def plot(results: dict, path: Path) -> None:
     models = results["models"]
     fig, axes = plt.subplots(2, len(models), figsize=(3.3 * len(models), 6.0), sharex=True)
     for col, (name, model) in enumerate(models.items()):
-        rows = [ShiftStage(**r) for r in model["rows"] if r["shift_y"] == 0]
+        rows = along_axis([ShiftStage(**r) for r in model["rows"]], "x")
         for stage in sorted({r.stage for r in rows}):
             mine = [r for r in rows if r.stage == stage]
             x, color = [r.shift for r in mine], f"C{stage}"

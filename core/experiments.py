@@ -19,7 +19,8 @@ from core.pooling import where_offsets
 
 __all__ = [
     "SwapResult", "StageView", "ShiftStage", "UnitView", "WhereMorph",
-    "swap_where", "swap_matrix", "reconstruct", "no_where_recon", "shift_probe", "shift_curves", "shift_findings",
+    "swap_where", "swap_matrix", "reconstruct", "no_where_recon", "shift_probe", "shift_curves", "along_axis",
+    "shift_findings",
     "layer_views", "unit_view", "unit_decodings", "channel_peaks", "top_images", "morph_where", "shift_image", "psnr",
     "class_probabilities", "classify", "mse",
 ]
@@ -301,6 +302,13 @@ def shift_curves(model: SWWAE, images: torch.Tensor, shifts: Sequence[int] = ran
     return rows
 
 
+def along_axis(rows: Sequence[ShiftStage], axis: str) -> list[ShiftStage]:
+    """The rows of shifts along `axis` ('x' or 'y'), the zero shift once, in order of shift then stage."""
+    moved = [r for r in rows if (r.shift_y == 0 if axis == "x" else r.shift_x == 0)]
+    unique = {(r.shift, r.stage): r for r in reversed(moved)}  # the first of duplicate (0, 0) rows wins
+    return [unique[key] for key in sorted(unique)]
+
+
 def shift_findings(rows: Sequence[ShiftStage], shift: int) -> list[str]:
     """Sentences stating what the rows of one shift size show, each computed from the numbers in them.
 
@@ -318,7 +326,8 @@ def shift_findings(rows: Sequence[ShiftStage], shift: int) -> list[str]:
                      "much as the map it pools." % (shift, ", ".join(str(s + 1) for s in absorbed), ", ".join(
                          f"{mean(s, 'what_per_pre_pool'):.2f}×" for s in absorbed)))
     else:
-        lines.append(f"At a shift of {shift} pixels, no stage's pooling makes its what change less than the map it pools.")
+        lines.append(f"At a shift of {shift} pixels, no stage's pooling makes its what change less than the map it "
+                     "pools.")
     per_input = [mean(s, "what_per_input") for s in stages]
     steps = " → ".join(f"{v:.2f}×" for v in per_input)
     if all(b < a for a, b in zip(per_input, per_input[1:])):
@@ -336,7 +345,8 @@ def shift_findings(rows: Sequence[ShiftStage], shift: int) -> list[str]:
     for s in (s for s in stages if s not in multiples):
         grid = at[s][0].grid
         if shift % grid:
-            lines.append(f"Stage {s + 1}'s switches sit on a {grid}-pixel grid, so none can move by exactly {shift} px.")
+            lines.append(f"Stage {s + 1}'s switches sit on a {grid}-pixel grid, so none can move by exactly "
+                         f"{shift} px.")
         else:
             chance = mean(s, "where_reference")
             lines.append(f"The shift is not a multiple of stage {s + 1}'s stride ({at[s][0].stride} px): "

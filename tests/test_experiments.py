@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from core.experiments import (
-    channel_peaks, layer_views, morph_where, no_where_recon, psnr, shift_curves, shift_findings, shift_image,
+    along_axis, channel_peaks, layer_views, morph_where, no_where_recon, psnr, shift_curves, shift_findings,
+    shift_image,
     shift_probe, swap_matrix, swap_where, top_images, unit_decodings, unit_view,
 )
 from core.model import SWWAE, ModelConfig, digits_config
@@ -120,6 +121,8 @@ def test_shift_curves_cover_both_axes_and_their_findings_quote_the_numbers(model
     assert all(r.where_followed == 1.0 and r.what_change == 0 for r in rows if r.shift == 0)
     direct = shift_probe(model, images, 0, 2)
     assert [r.what_change for r in rows[-3:]] == [r.what_change for r in direct]
+    assert [(r.shift, r.stage) for r in along_axis(rows, "y")] == [(0, 0), (0, 1), (0, 2), (2, 0), (2, 1), (2, 2)]
+    assert along_axis(rows, "y")[3] is rows[-3] and along_axis(rows, "x")[0] is rows[0]
     findings = shift_findings(rows, 2)
     ratio = np.mean([r.what_per_input for r in rows if r.shift == 2 and r.stage == 0])
     assert any(f"{ratio:.2f}×" in line for line in findings)
@@ -138,7 +141,8 @@ def test_unit_decoding_of_all_channels_equals_decoding_from_that_stage(model):
         # decoding from stage 1 is the decoder's lower half applied to stage 1's what, by hand
         h = F.max_unpool2d(encoding.whats[1], encoding.wheres[1], 2, 2, output_size=(14, 14))
         h = F.max_unpool2d(model.decoder_stages[1](h), encoding.wheres[0], 2, 2, output_size=(28, 28))
-        assert torch.allclose(model.decode(encoding, from_stage=1).recon, torch.sigmoid(model.decoder_stages[0](h)), atol=1e-6)
+        by_hand = torch.sigmoid(model.decoder_stages[0](h))
+        assert torch.allclose(model.decode(encoding, from_stage=1).recon, by_hand, atol=1e-6)
         only = model.decode(encoding.keeping_channels(1, [3]), from_stage=1).recon
         nothing = model.decode(encoding.keeping_channels(1, []), from_stage=1).recon
     decodings, contributions = unit_decodings(model, x, 1, 3)

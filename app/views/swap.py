@@ -12,7 +12,7 @@ from app.lines import Line, line_figure
 from app.sidebar import current, load_source
 from core.checkpoint import CheckpointError
 from core.experiments import (
-    mse, morph_where, psnr, reconstruct, shift_curves, shift_findings, shift_image, swap_matrix, swap_where,
+    along_axis, mse, morph_where, psnr, reconstruct, shift_curves, shift_findings, shift_image, swap_matrix, swap_where,
 )
 from core.render import Tile, display_image, panel_png, swap_grid, swap_tiles
 
@@ -218,7 +218,7 @@ def shift_probe_section() -> None:
     axis = AXES[settings[1].radio("Shift direction", list(AXES), key="swap_probe_axis", horizontal=True)]
     shift = settings[2].slider("Shift (pixels)", 1, max(PROBE_SHIFTS), 2, key="swap_shift")
     rows, set_name = probe_rows()
-    rows = [r for r in rows if (r.shift_y == 0 if axis == "x" else r.shift_x == 0)]
+    rows = along_axis(rows, axis)
     dx, dy = (shift, 0) if axis == "x" else (0, shift)
 
     shifted_col, what_col, where_col = st.columns([1, 2, 2])
@@ -227,11 +227,11 @@ def shift_probe_section() -> None:
                                 1, scale=4))
     what_col.plotly_chart(line_figure(
         stage_lines(rows, "what_per_input", "what_per_pre_pool", "what ÷ input", "what ÷ pre-pool"),
-        title="What: its change ÷ the input's (solid), ÷ its pre-pool's (dotted)", x_title="shift (pixels)",
+        title="What: change ÷ input's (solid), ÷ pre-pool's (dotted)", x_title="shift (pixels)",
         y_title="ratio of relative changes", marker_x=shift, height=320), key="swap_probe_what", config=CHART)
     where_col.plotly_chart(line_figure(
         stage_lines(rows, "where_followed", "where_reference", "followed", "chance"),
-        title="Where: switches moved by exactly the shift (dotted: chance)", x_title="shift (pixels)",
+        title="Where: moved by exactly the shift (dotted: chance)", x_title="shift (pixels)",
         y_title="fraction of active switches", y_range=(0, 1.02), marker_x=shift, height=320),
         key="swap_probe_where", config=CHART)
     st.dataframe(probe_table([r for r in rows if r.shift == shift]), hide_index=True, key="swap_probe_table",
