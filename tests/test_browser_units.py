@@ -118,8 +118,8 @@ def test_clicking_a_what_map_opens_its_unit(app_url, tmp_path):
             page.wait_for_timeout(1000)
             click_tile(page, "layers_maps_1", 40)
             assert wait_for_header(page, "stage 2, channel 40"), unit_header(page)
-            # overview, pre-pool, where key, decoder hidden (PNGs); the unit's 6 pictures; its top 9
-            assert page.locator('[data-testid="stImage"] img').count() == 4 + 6 + 9
+            # overview, pre-pool, where, where key, decoder hidden (PNGs); the unit's 6 pictures; its top 9
+            assert page.locator('[data-testid="stImage"] img').count() == 5 + 6 + 9
             assert not page.locator('[data-testid="stException"]').count()
             page.screenshot(path=str(tmp_path / "layers_unit.png"), full_page=True)
         finally:

@@ -121,20 +121,29 @@ def stage_maps(view: StageView, continuous: bool, arrows: bool, fade: bool) -> N
     colors, custom = where_mosaic(view.where_offset, view.what, view.pool_size, fade=fade)
     quiver = where_arrows(view.where_offset, view.pool_size, colors, mask=view.what > 0) if arrows else None
     aspect = max(pre_pool.image.shape[0] / pre_pool.image.shape[1], what.image.shape[0] / what.image.shape[1])
-    activation_axis = {"coloraxis": dict(colorscale="Viridis", cmin=0,
+
+    # The where map is a Plotly panel (hover on each switch, arrows) only with arrows on; otherwise a PNG, cheap to
+    # draw. The what map is always Plotly: a click on a tile opens its unit.
+    columns = st.columns([5 / 3, 10 / 3, 1] if arrows else [5 / 3, 5 / 3, 5 / 3, 1], vertical_alignment="center")
+    pre_col, maps_col, key_col = columns[0], columns[1], columns[-1]
+    high = max(float(np.nanmax(pre_pool.image)), 1e-6)  # pre-pool, what and their pictures share one scale
+    activation_axis = {"coloraxis": dict(colorscale="Viridis", cmin=0, cmax=high, showscale=arrows,
                                          colorbar=dict(title="value", len=0.8, thickness=12))}
-    pre_col, maps_col, key_col = st.columns([5 / 3, 10 / 3, 1], vertical_alignment="center")
-    high = max(float(np.nanmax(pre_pool.image)), 1e-6)
     pre_col.image(panel_png([Tile(f"pre-pool ({view.pre_pool.shape[0]} x {view.pre_pool.shape[1]}^2, 0 to {high:.2g})",
                                   sequential_rgb(pre_pool.image, 0.0, high))], 1,
-                            scale=max(1, round(HIDDEN_TILE_WIDTH / pre_pool.image.shape[1]))))  # PNG: cheap to draw
-    maps_col.plotly_chart(figures.panel_figure(
-        [figures.channel_targets(figures.mosaic_panel(f"what ({view.what.shape[1]}^2, pool {view.pool_size})", what),
-                                 tile_targets(what, view.what)),
-         figures.where_panel("where (position in the window)", colors, custom, quiver)],
-        columns=2, height=int(PANEL_WIDTH * aspect) + 40, coloraxes=activation_axis, clickable=True),
-        key=maps_key(view.stage), config={"displaylogo": False}, on_select=partial(_on_map_click, view.stage),
-        selection_mode=("points",))
+                            scale=max(1, round(HIDDEN_TILE_WIDTH / pre_pool.image.shape[1]))))
+    what_title = f"what ({view.what.shape[1]}^2, pool {view.pool_size}, 0 to {high:.2g})"
+    panels = [figures.channel_targets(figures.mosaic_panel(what_title, what), tile_targets(what, view.what))]
+    if arrows:
+        panels.append(figures.where_panel("where (position in the window)", colors, custom, quiver))
+    else:
+        columns[2].image(panel_png([Tile("where (position in the window)", colors.image)], 1,
+                                   scale=max(1, round(HIDDEN_TILE_WIDTH / colors.image.shape[1]))))
+    height = int((PANEL_WIDTH if arrows else 1.15 * HIDDEN_TILE_WIDTH) * aspect) + 50
+    maps_col.plotly_chart(figures.panel_figure(panels, columns=len(panels), height=height, coloraxes=activation_axis,
+                                               clickable=True),
+                          key=maps_key(view.stage), config={"displaylogo": False},
+                          on_select=partial(_on_map_click, view.stage), selection_mode=("points",))
     key_col.image(crisp_pixels(where_legend(view.pool_size, continuous), 96), width=96,
                   caption="where key: the window's cells (row, col), (0, 0) top left")
     if continuous:
@@ -211,7 +220,8 @@ overview(explorer, picked, encoding, decoding)
 
 options = st.columns(3)
 arrows = options[0].toggle("Arrows on the where maps", key="layers_arrows",
-                           help="Each switch as an arrow from its cell's centre towards the chosen position")
+                           help="Each switch as an arrow from its cell's centre towards the chosen position; the where "
+                                "map then also tells each switch's offset and what on hover (slower to draw)")
 fade = options[1].toggle("Fade switches whose what is 0", value=True, key="layers_fade",
                          help="A dead (zero) what picks an arbitrary position; fading it keeps the eye on live ones")
 _settle_unit([view.what.shape[0] for view in views])
