@@ -1,12 +1,13 @@
 """Training throughput: the engine (core.train.train) vs a plain hand-written loop, same model and batch size.
 
-    python -m bench.train [--batch-size 64] [--repeats 2] [--device auto]
+    python -m bench.train [--batch-size 64] [--repeats 2] [--device auto] [--no-channels-last]
 
 Both train SWWAE(digits_config()) for one epoch of mnist5k (4,500 digits, supervised, Adam), data on the device,
-in the same process, interleaved; the best of the repeats is reported. The engine's time is its training loop
-as it reports it in metrics.jsonl (the sum of its logging windows: everything from the first batch to the last
-step of the epoch, including its metrics/status writes, excluding the end-of-epoch evaluation and checkpoint),
-and its whole train() call is shown too. Target: ratio (engine / plain) >= 0.95.
+in the same process, interleaved; the best of the repeats is reported. The plain loop keeps the NCHW layout; the
+engine uses its default, channels_last on CPU and CUDA (--no-channels-last: NCHW too, like for like). The
+engine's time is its training loop as it reports it in metrics.jsonl (the sum of its logging windows: everything
+from the first batch to the last step of the epoch, including its metrics/status writes, excluding the
+end-of-epoch evaluation and checkpoint), and its whole train() call is shown too. Target: ratio (engine / plain) >= 0.95.
 """
 from __future__ import annotations
 
@@ -50,10 +51,11 @@ def plain_epoch(*, batch_size: int, lr: float, device: torch.device, seed: int) 
     return {"images": steps * batch_size, "seconds": seconds, "images_per_s": steps * batch_size / seconds}
 
 
-def engine_epoch(*, batch_size: int, lr: float, device: torch.device, seed: int) -> dict[str, float]:
+def engine_epoch(*, batch_size: int, lr: float, device: torch.device, seed: int,
+                 channels_last: bool = True) -> dict[str, float]:
     records: list[dict] = []
     config = TrainConfig(mode="supervised", epochs=1, batch_size=batch_size, lr=lr, schedule="none", seed=seed,
-                         device=str(device))
+                         device=str(device), channels_last=channels_last)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as run:
         start = time.perf_counter()
         train(digits_config(), config, DataConfig(), run_dir=run, on_record=records.append)
@@ -80,6 +82,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="the engine's layout (default: channels_last, the trainer's default)")
     parser.add_argument("--out", help="also write the figures to this JSON file (bench.report reads it)")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -87,12 +91,12 @@ def main() -> None:
     plain, engine = [], []
     for _ in range(args.repeats):  # interleaved, so both see the same machine load
         plain.append(plain_epoch(**common))
-        engine.append(engine_epoch(**common))
+        engine.append(engine_epoch(**common, channels_last=args.channels_last))
     best_plain = max(plain, key=lambda r: r["images_per_s"])
     best_engine = max(engine, key=lambda r: r["images_per_s"])
     figures = {
         "device": str(device), "torch_threads": torch.get_num_threads(), "batch_size": args.batch_size,
-        "plain": best_plain, "engine": best_engine,
+        "engine_channels_last": args.channels_last, "plain": best_plain, "engine": best_engine,
         "all_plain_images_per_s": [round(r["images_per_s"], 1) for r in plain],
         "all_engine_images_per_s": [round(r["images_per_s"], 1) for r in engine],
         "ratio": best_engine["images_per_s"] / best_plain["images_per_s"],

@@ -28,7 +28,7 @@ from core import rundir
 from core.checkpoint import atomic_write_bytes
 from core.data import DataConfig
 from core.model import ModelConfig
-from core.monitor import LAUNCH_FILE, LOG_FILE, summarize
+from core.monitor import CHILDREN, LAUNCH_FILE, LOG_FILE, reap, summarize
 from core.train import TrainConfig, check_configs, default_model_config
 
 __all__ = ["Configs", "Launched", "ARCHITECTURES", "make_configs", "parse_channels", "check_run_name",
@@ -42,7 +42,7 @@ ARCHITECTURES = {  # name -> channels per stage (None: the dataset's default); k
 }
 DEFAULT_KERNEL, DEFAULT_POOL = 3, 2
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-_CHILDREN: dict[int, subprocess.Popen] = {}  # processes started here, polled so they never linger as zombies
+_CHILDREN = CHILDREN  # the registry of processes started here lives in core.monitor, which reaps them
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def launch(run_dir: str | os.PathLike, configs: Configs | None = None, *, resume
         log.flush()
         process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-    _CHILDREN[process.pid] = process
+    CHILDREN[process.pid] = process  # polled by monitor.reap, so it never lingers as a zombie
     launch_record = {"pid": process.pid, "pid_start": rundir.process_start_time(process.pid),
                      "host": socket.gethostname(), "command": command, "started": started}
     atomic_write_bytes(run_dir / LAUNCH_FILE, (json.dumps(launch_record, indent=2) + "\n").encode())
@@ -186,10 +186,3 @@ def stop(run_dir: str | os.PathLike) -> None:
             os.kill(int(summary.pid), signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             pass
-
-
-def reap() -> None:
-    """Collect the exit status of finished child processes (so their pids read as dead, not as zombies)."""
-    for pid, process in list(_CHILDREN.items()):
-        if process.poll() is not None:
-            del _CHILDREN[pid]

@@ -22,6 +22,7 @@ import math
 import os
 import re
 import socket
+import subprocess
 import warnings
 from dataclasses import dataclass, field
 from itertools import chain, repeat
@@ -39,7 +40,7 @@ from core import rundir
 
 __all__ = ["RUNS_ENV", "runs_root", "MetricsReader", "RunSummary", "ACTIVE_STATES", "summarize", "discover_runs",
            "pid_alive", "decimate", "curve_metrics", "curves", "LAUNCH_FILE", "LOG_FILE", "UNREADABLE", "load_launch",
-           "read_launch", "last_log_error", "plain"]
+           "read_launch", "last_log_error", "plain", "CHILDREN", "reap"]
 
 RUNS_ENV = "SWWAE_RUNS_DIR"  # where the dashboard looks for (and starts) runs; default <repo>/runs
 ROOT = Path(__file__).resolve().parents[1]
@@ -292,10 +293,18 @@ def curves(reader: MetricsReader, max_points: int = 2000) -> dict[str, dict[str,
 
 # ---- run state -----------------------------------------------------------------------------------------------
 
+CHILDREN: dict[int, subprocess.Popen] = {}  # training processes started from here (core.launch adds them)
+
+
+def reap() -> None:
+    """Collect the exit status of finished CHILDREN (so their pids read as dead, not as zombies)."""
+    for pid, process in list(CHILDREN.items()):
+        if process.poll() is not None:
+            del CHILDREN[pid]
+
+
 def pid_alive(pid: Any, start: Any = None) -> bool:
     """rundir.pid_alive, after reaping this process's finished children (else they linger as zombies)."""
-    from core.launch import reap
-
     reap()
     return rundir.pid_alive(pid, start)
 

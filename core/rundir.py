@@ -22,7 +22,8 @@
                       on a fresh line, so a line torn by a crash never swallows the next record. A line that is
                       not a JSON object with a string "kind" and a numeric "step" is skipped (is_record).
       status.json     {"state": "running" | "finished" | "stopped" | "failed", "pid", "pid_start", "host", "step",
-                       "epoch", "message", "updated", "epochs", "steps_per_epoch", "total_steps"}
+                       "epoch", "message", "updated", "epochs", "steps_per_epoch", "total_steps", "device"}
+                      ("device": what the trainer resolved, e.g. "cpu" or "cuda:0 — NVIDIA H200, 140 GiB")
                       written atomically once every input is checked and training starts, at every metrics record
                       and at the end (a refused command leaves the previous run's status as it was);
                       "updated" is Unix time. "running" with a pid that no longer exists means the process died
@@ -158,7 +159,7 @@ def write_status(run_dir: str | os.PathLike, state: str, *, step: int, epoch: in
 
 _STATUS_TYPES = {"state": (str,), "pid": (int,), "pid_start": (int,), "host": (str,), "step": (int,),
                  "epoch": (int,), "message": (str,), "updated": (int, float), "epochs": (int,),
-                 "steps_per_epoch": (int,), "total_steps": (int,)}
+                 "steps_per_epoch": (int,), "total_steps": (int,), "device": (str,)}
 
 
 def load_status(run_dir: str | os.PathLike) -> dict[str, Any] | None:

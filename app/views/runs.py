@@ -11,6 +11,7 @@ import streamlit as st
 from app.curves import curves_figure, run_colour
 from app.sidebar import request_model
 from core import rundir
+from core.devices import run_device
 from core.launch import resume, stop
 from core.monitor import MetricsReader, RunSummary, curves, discover_runs, plain, runs_root, summarize
 
@@ -59,6 +60,7 @@ def status_table(found: dict[str, RunSummary]) -> None:
          "progress": [min(1.0, s.step / s.total_steps) if s.total_steps else None for s in found.values()],
          "step": [f"{s.step} / {s.total_steps}" if s.total_steps else str(s.step) for s in found.values()],
          "epoch": [f"{s.epoch} / {s.epochs}" if s.epochs else str(s.epoch) for s in found.values()],
+         "device": [run_device(s.path, s.status) for s in found.values()],
          "message": [s.message for s in found.values()],
          "pid": [f"{s.pid}@{s.host}" if s.pid else "" for s in found.values()]},
         hide_index=True, key="runs_table", width="stretch",
@@ -67,8 +69,11 @@ def status_table(found: dict[str, RunSummary]) -> None:
                                                                    width="small"),
                        "step": st.column_config.TextColumn(width="small"),
                        "epoch": st.column_config.TextColumn(width="small"),
+                       "device": st.column_config.TextColumn(width="small", help="What the run trains on: the "
+                                                             "resolved device when status.json records it, else "
+                                                             "config.json's train.device"),
                        "message": st.column_config.TextColumn(width="large")},
-        column_order=["run", "state", "progress", "step", "epoch", "message", "pid"])
+        column_order=["run", "state", "progress", "step", "epoch", "device", "message", "pid"])
 
 
 def reader_for(path: Path) -> MetricsReader:
@@ -83,8 +88,10 @@ def reader_for(path: Path) -> MetricsReader:
 def run_panel(summary: RunSummary, reader: MetricsReader, colour: str) -> None:
     st.markdown(f"<span style='color:{colour}'>■</span> **{plain(summary.name)}** {STATE_BADGES.get(summary.state, '')}",
                 unsafe_allow_html=True)
-    if summary.message:
-        st.caption(plain(summary.message))
+    trained_on = run_device(summary.path, summary.status)
+    if summary.message or trained_on:
+        st.caption(" · ".join(plain(text) for text in (f"on {trained_on}" if trained_on else "", summary.message)
+                              if text))
     best = reader.last("eval")
     if best:
         accuracy = best.get("accuracy", float("nan"))

@@ -2,17 +2,16 @@
 server), and Stop / Resume for any run. Watching the curves is the Runs page's job."""
 
 import streamlit as st
-import torch
 
 from core import rundir
 from core.data import NATIVE_SHAPES
+from core.devices import list_devices, run_device
 from core.launch import ARCHITECTURES, check_run_name, default_run_name, launch, make_configs, parse_channels, resume, stop
 from core.monitor import discover_runs, plain, runs_root, summarize
 from core.train import MODES, TrainConfig
 
 CUSTOM = "custom"
 REFRESH_S = 2.0
-DEVICES = (["cuda"] if torch.cuda.is_available() else []) + ["cpu"]  # cuda when present
 
 # session_state keys of this page (the form's widgets are keyed train_*)
 LAUNCHED = "train_launched"  # name of the run last started from this page
@@ -54,7 +53,12 @@ with st.form("train_form"):
         batch_size = st.number_input("Batch size", min_value=1, value=TrainConfig.batch_size, key="train_batch_size")
         lr = st.number_input("Learning rate", min_value=0.0, value=TrainConfig.lr, step=1e-4, format="%.5f",
                              key="train_lr")
-        device = st.selectbox("Device", DEVICES, key="train_device")
+        devices = {d.name: d.label for d in list_devices()}  # GPUs first: the first is the default
+        if st.session_state.get("train_device") not in devices:  # e.g. a GPU that is gone
+            st.session_state.pop("train_device", None)
+        device = st.selectbox("Device", list(devices), key="train_device", format_func=devices.get,
+                              help="Each CUDA device by name and memory; the first listed (a GPU when there is one) is the "
+                              "default.")
     with st.expander("More options"):
         more = st.columns(4)
         max_steps = more[0].number_input("Max steps (0 = all)", min_value=0, value=0, key="train_max_steps")
@@ -114,9 +118,11 @@ def manage(active: bool) -> None:
         st.session_state[NOTICE] = None
         (st.success if notice[0] == "success" else st.error)(notice[1])
     progress = summary.step / summary.total_steps if summary.total_steps else 0.0
+    trained_on = run_device(run_dir, summary.status)
     st.progress(min(1.0, progress), text=f"**{summary.state}** · step {summary.step}"
                 f"{f' / {summary.total_steps}' if summary.total_steps else ''} · epoch {summary.epoch}"
-                f"{f' / {summary.epochs}' if summary.epochs else ''}" + (f" · {plain(summary.message)}" if summary.message else ""))
+                f"{f' / {summary.epochs}' if summary.epochs else ''}" + (f" · on {plain(trained_on)}" if trained_on else "")
+                + (f" · {plain(summary.message)}" if summary.message else ""))
     stop_col, epochs_col, resume_col, link_col = st.columns([1, 1.2, 1, 1.5], vertical_alignment="bottom")
     stop_col.button("Stop", key="train_stop", icon=":material/stop:", disabled=not summary.active,
                     on_click=act, args=(stop, run_dir), help="Finish the current step, save last.pt, end as 'stopped'.")
