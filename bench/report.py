@@ -335,7 +335,9 @@ def speed_section(out_dir: Path) -> list[str]:
         lines += [f"Command: `{COMMANDS['model']}`: forward+backward of the library vs a plain "
                   f"nn.Conv2d + max_pool2d/max_unpool2d network, batch {m['batch_size']}: "
                   f"{m['library_images_per_s']:.1f} vs {m['plain_images_per_s']:.1f} images/s, ratio {m['ratio']:.3f}.", ""]
-    lines += ["No GPU was lent to the session that produced these figures, so there is no GPU epoch time.", ""]
+    lines += ["No GPU was lent to the sessions that produced these figures: the GPU path has not run yet. "
+              "`python -m bench.gpu` is the check to run on a CUDA machine (its cuda tests, the bf16 share of peak at "
+              "batch 512 and the mnist5k epoch time).", ""]
     return lines
 
 
