@@ -7,16 +7,13 @@ shadow root of `[data-testid="stBidiComponentIsolated"]` (no iframe); Playwright
 roots, so `canvas` under it is Fabric.js's top (mouse) canvas, the last of three stacked canvases."""
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, wait_healthy, wait_idle
+from tests.browser_app import browser_page, requires_chromium, served_app, wait_idle
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"Chromium is not installed at {CHROMIUM} "
-                                "(Debian package 'chromium'; .ci/run installs it)")
+pytestmark = requires_chromium
 
 STROKES = {  # digit -> strokes, each a list of (x, y) in fractions of the canvas
     1: [[(0.50, 0.15), (0.50, 0.85)]],
@@ -26,24 +23,8 @@ STROKES = {  # digit -> strokes, each a list of (x, y) in fractions of the canva
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = {**os.environ, "SWWAE_APP_THREADS": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
-             "--server.address", "localhost", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://localhost:{port}"
-    try:
-        wait_healthy(url, process)
+    with served_app(tmp_path_factory.mktemp("streamlit") / "server.log") as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def drag(page, box: dict, stroke: list[tuple[float, float]], steps: int = 12) -> None:
@@ -80,35 +61,29 @@ def clear(page) -> None:
 
 
 def test_drawing_a_digit_changes_the_prediction(app_url, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(app_url, timeout=60_000)
-            page.get_by_text("Predicted").first.wait_for(timeout=90_000)
-            wait_idle(page)
-            dataset_prediction = predicted(page)  # mnist5k #0 is a 0
-            page.locator('[data-testid="stRadio"]').filter(has_text="Upload").get_by_text("Draw", exact=True).click()
-            canvas = page.locator('[data-testid="stBidiComponentIsolated"] canvas').last
-            canvas.wait_for(timeout=30_000)
-            page.get_by_text("Showing the dataset image below until a digit is drawn.").wait_for(timeout=30_000)
-            wait_idle(page)
-            box = canvas.bounding_box()
-            assert box and round(box["width"]) == 280 and round(box["height"]) == 280
+    with browser_page() as page:
+        page.goto(app_url, timeout=60_000)
+        page.get_by_text("Predicted").first.wait_for(timeout=90_000)
+        wait_idle(page)
+        dataset_prediction = predicted(page)  # mnist5k #0 is a 0
+        page.locator('[data-testid="stRadio"]').filter(has_text="Upload").get_by_text("Draw", exact=True).click()
+        canvas = page.locator('[data-testid="stBidiComponentIsolated"] canvas').last
+        canvas.wait_for(timeout=30_000)
+        page.get_by_text("Showing the dataset image below until a digit is drawn.").wait_for(timeout=30_000)
+        wait_idle(page)
+        box = canvas.bounding_box()
+        assert box and round(box["width"]) == 280 and round(box["height"]) == 280
 
-            for digit, strokes in STROKES.items():
-                assert str(digit) != dataset_prediction
-                for stroke in strokes:
-                    drag(page, box, stroke)
-                assert wait_predicted(page, str(digit)) == str(digit), f"drew a {digit}"
-                page.get_by_text("What the model sees (28x28)").wait_for(timeout=10_000)
-                page.screenshot(path=str(tmp_path / f"draw_{digit}.png"), full_page=True)
-                clear(page)
-                assert wait_predicted(page, dataset_prediction) == dataset_prediction  # back on the dataset image
-            assert not page.locator('[data-testid="stException"]').count()
-            assert not page.locator('[data-testid="stAlertContentError"]').count()
-        finally:
-            browser.close()
+        for digit, strokes in STROKES.items():
+            assert str(digit) != dataset_prediction
+            for stroke in strokes:
+                drag(page, box, stroke)
+            assert wait_predicted(page, str(digit)) == str(digit), f"drew a {digit}"
+            page.get_by_text("What the model sees (28x28)").wait_for(timeout=10_000)
+            page.screenshot(path=str(tmp_path / f"draw_{digit}.png"), full_page=True)
+            clear(page)
+            assert wait_predicted(page, dataset_prediction) == dataset_prediction  # back on the dataset image
+        assert not page.locator('[data-testid="stException"]').count()
+        assert not page.locator('[data-testid="stAlertContentError"]').count()
     if os.environ.get("SWWAE_SCREENSHOT_DIR"):  # keep a copy for a human to look at
         shutil.copy(tmp_path / "draw_7.png", Path(os.environ["SWWAE_SCREENSHOT_DIR"]) / "draw_page.png")

@@ -3,21 +3,14 @@ through Playwright. A click on a tile of the stage's *what* mosaic (a real mouse
 Plotly turns into a point selection and Streamlit into a rerun) must open that channel's unit view."""
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+from tests.browser_app import browser_page, requires_chromium, served_app
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"Chromium is not installed at {CHROMIUM} "
-                                "(Debian package 'chromium'; .ci/run installs it)")
+pytestmark = requires_chromium
 
 # Page coordinates of the centre of `channel`'s tile in the clickable mosaic of the chart with widget key `key`,
 # from Plotly's own axes (so the test clicks where a person would, whatever the layout's size).
@@ -32,46 +25,10 @@ TILE_CENTRE_JS = """([key, channel]) => {
 }"""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"streamlit did not answer at {url} within {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = {**os.environ, "SWWAE_APP_THREADS": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
-             "--server.address", "localhost", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://localhost:{port}"
-    try:
-        wait_healthy(url, process)
+    with served_app(tmp_path_factory.mktemp("streamlit") / "server.log") as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def unit_header(page) -> str:
@@ -97,32 +54,26 @@ def wait_for_header(page, text: str, timeout_s: float = 60) -> bool:
 
 
 def test_clicking_a_what_map_opens_its_unit(app_url, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(app_url, timeout=60_000)
-            page.locator(".st-key-layers_maps_0 .js-plotly-plot").wait_for(timeout=120_000)
-            page.get_by_role("heading", name="Unit view").wait_for(timeout=60_000)
-            page.wait_for_timeout(1000)  # Plotly finishes drawing
-            assert "stage 1, channel 0" in unit_header(page)
+    with browser_page() as page:
+        page.goto(app_url, timeout=60_000)
+        page.locator(".st-key-layers_maps_0 .js-plotly-plot").wait_for(timeout=120_000)
+        page.get_by_role("heading", name="Unit view").wait_for(timeout=60_000)
+        page.wait_for_timeout(1000)  # Plotly finishes drawing
+        assert "stage 1, channel 0" in unit_header(page)
 
-            click_tile(page, "layers_maps_0", 13)
-            assert wait_for_header(page, "stage 1, channel 13"), unit_header(page)
-            page.get_by_text("decoding of this unit").wait_for(timeout=30_000)
+        click_tile(page, "layers_maps_0", 13)
+        assert wait_for_header(page, "stage 1, channel 13"), unit_header(page)
+        page.get_by_text("decoding of this unit").wait_for(timeout=30_000)
 
-            page.get_by_role("tab", name="Stage 2", exact=False).click()  # only the open stage is drawn
-            page.locator(".st-key-layers_maps_1 .js-plotly-plot").wait_for(timeout=60_000)
-            assert wait_for_header(page, "stage 2, channel 13"), unit_header(page)  # the tab moved the unit's stage
-            page.wait_for_timeout(1000)
-            click_tile(page, "layers_maps_1", 40)
-            assert wait_for_header(page, "stage 2, channel 40"), unit_header(page)
-            # overview, pre-pool, where, where key, decoder hidden (PNGs); the unit's 6 pictures; its top 9
-            assert page.locator('[data-testid="stImage"] img').count() == 5 + 6 + 9
-            assert not page.locator('[data-testid="stException"]').count()
-            page.screenshot(path=str(tmp_path / "layers_unit.png"), full_page=True)
-        finally:
-            browser.close()
+        page.get_by_role("tab", name="Stage 2", exact=False).click()  # only the open stage is drawn
+        page.locator(".st-key-layers_maps_1 .js-plotly-plot").wait_for(timeout=60_000)
+        assert wait_for_header(page, "stage 2, channel 13"), unit_header(page)  # the tab moved the unit's stage
+        page.wait_for_timeout(1000)
+        click_tile(page, "layers_maps_1", 40)
+        assert wait_for_header(page, "stage 2, channel 40"), unit_header(page)
+        # overview, pre-pool, where, where key, decoder hidden (PNGs); the unit's 6 pictures; its top 9
+        assert page.locator('[data-testid="stImage"] img').count() == 5 + 6 + 9
+        assert not page.locator('[data-testid="stException"]').count()
+        page.screenshot(path=str(tmp_path / "layers_unit.png"), full_page=True)
     if os.environ.get("SWWAE_SCREENSHOT_DIR"):  # keep a copy for a human to look at
         shutil.copy(tmp_path / "layers_unit.png", Path(os.environ["SWWAE_SCREENSHOT_DIR"]) / "layers_unit.png")
