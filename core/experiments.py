@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -322,9 +322,10 @@ def shift_findings(rows: Sequence[ShiftStage], shift: int) -> list[str]:
     absorbed = [s for s in stages if mean(s, "what_per_pre_pool") < 1]
     lines = []
     if absorbed:
-        lines.append("At a shift of %d pixels, pooling absorbs part of the shift at stage %s: the what changes %s as "
-                     "much as the map it pools." % (shift, ", ".join(str(s + 1) for s in absorbed), ", ".join(
-                         f"{mean(s, 'what_per_pre_pool'):.2f}×" for s in absorbed)))
+        names = ", ".join(str(s + 1) for s in absorbed)
+        ratios = ", ".join(f"{mean(s, 'what_per_pre_pool'):.2f}×" for s in absorbed)
+        lines.append(f"At a shift of {shift} pixels, pooling absorbs part of the shift at stage {names}: the what "
+                     f"changes {ratios} as much as the map it pools.")
     else:
         lines.append(f"At a shift of {shift} pixels, no stage's pooling makes its what change less than the map it "
                      "pools.")
@@ -493,15 +494,13 @@ def morph_where(model: SWWAE, a: torch.Tensor, b: torch.Tensor, ts: Sequence[flo
     with _evaluating(model):
         pair = torch.cat([_batch(a, model), _batch(b, model)])  # (2, C, H, W)
         encoding = model.encode(pair)
+        from_a, from_b = encoding.select(0), encoding.select(1)
         morphs = []
         for t in ts:
             generator = torch.Generator().manual_seed(seed)  # the same positions at every t
-            wheres = list(encoding.wheres)
-            for stage in stages:
-                wheres[stage] = _morphed_wheres(wheres[stage][:1], wheres[stage][1:], float(t), generator)
-            other = [w if i in stages else w[:1] for i, w in enumerate(wheres)]
-            morphs.append(Encoding([w[:1] for w in encoding.whats], other, [p[:1] for p in encoding.pre_pool],
-                                   encoding.logits[:1]))
+            wheres = [_morphed_wheres(where_a, where_b, float(t), generator) if stage in stages else where_a
+                      for stage, (where_a, where_b) in enumerate(zip(from_a.wheres, from_b.wheres))]
+            morphs.append(replace(from_a, wheres=wheres))  # A's what, wheres t of the way to B's
         recons = model.decode(_cat_encodings(morphs)).recon  # (T, C, H, W)
     errors = lambda image: ((recons.float() - image.float()) ** 2).flatten(1).mean(1).cpu().numpy()  # noqa: E731
     return WhereMorph(np.asarray(ts, dtype=float), recons, errors(pair[0:1]), errors(pair[1:2]))
