@@ -13,9 +13,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 __all__ = [
-    "Mosaic", "mosaic", "mosaic_columns", "where_colors", "where_mosaic", "where_legend", "where_arrows", "display_image",
-    "diverging_rgb", "Tile", "difference_tile", "stage_difference", "recon_tiles", "swap_tiles", "panel_png", "swap_grid",
-    "sequential_rgb", "tile_rgb", "crisp_pixels", "side_by_side", "unit_tiles", "tile_targets",
+    "Mosaic", "mosaic", "mosaic_columns", "where_colors", "where_mosaic", "where_legend", "where_arrows",
+    "display_image", "diverging_rgb", "Tile", "difference_tile", "stage_difference", "recon_tiles", "swap_tiles",
+    "panel_png", "swap_grid", "sequential_rgb", "tile_rgb", "crisp_pixels", "side_by_side", "unit_tiles",
+    "tile_targets",
 ]
 
 # Colours of the four corners of a pooling window (row, col): (0, 0), (0, 1), (1, 0), (1, 1) as fractions.
@@ -231,11 +232,11 @@ def swap_tiles(a: np.ndarray, b: np.ndarray, result) -> list[Tile]:
     return [
         Tile("A", display_image(a)), Tile("recon(A)", display_image(arrays["recon_a"])),
         Tile("what A + where B", display_image(arrays["what_a_where_b"])),
-        Tile("no-where recon(A)", display_image(arrays["no_where_a"])),
+        Tile("where ignored recon(A)", display_image(arrays["no_where_a"])),
         difference_tile("(what A + where B) - recon(A)", arrays["what_a_where_b"], arrays["recon_a"]),
         Tile("B", display_image(b)), Tile("recon(B)", display_image(arrays["recon_b"])),
         Tile("what B + where A", display_image(arrays["what_b_where_a"])),
-        Tile("no-where recon(B)", display_image(arrays["no_where_b"])),
+        Tile("where ignored recon(B)", display_image(arrays["no_where_b"])),
         difference_tile("(what B + where A) - recon(B)", arrays["what_b_where_a"], arrays["recon_b"]),
     ]
 

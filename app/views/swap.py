@@ -61,6 +61,12 @@ stages = [stage for stage, box in enumerate(boxes) if box.checkbox(
     value=True, key=f"swap_where_{stage}")]
 
 
+def metric_row(name: str, mse_a: float, mse_b: float) -> dict:
+    """One row of the metrics table: a picture's MSE and PSNR against A and against B."""
+    return {"image": name, "MSE to A": mse_a, "PSNR to A (dB)": psnr(mse_a), "MSE to B": mse_b,
+            "PSNR to B (dB)": psnr(mse_b)}
+
+
 def none_model_recons():
     """The where ablation's `none` model's reconstructions of A and B, when it ships and fits this model's input."""
     if cfg.pooling == "none" or explorer.source == NONE_MODEL:
@@ -76,9 +82,6 @@ def none_model_recons():
 
 result = swap_where(model, a.image, b.image, stages)
 tiles = swap_tiles(a.image.numpy(), b.image.numpy(), result)
-for tile in tiles:
-    if tile.title.startswith("no-where"):
-        tile.title = tile.title.replace("no-where", "where ignored")
 trained_without_where = none_model_recons()
 columns = 5
 if trained_without_where is not None:
@@ -98,21 +101,13 @@ st.download_button("Download this figure (PNG)", data=partial(panel_png, tiles, 
                    file_name=f"swap_A-{a.caption}_B-{b.caption}_stages-{stage_names}.png".replace(" ", "")
                    .replace("#", "").replace("(", "").replace(")", ""),
                    mime="image/png", on_click="ignore", key="swap_download", icon=":material/download:")
-table = {name: [result.metrics[key][metric] for key in ROW_NAMES]
-         for name, metric in (("MSE to A", "mse_a"), ("PSNR to A (dB)", "psnr_a"), ("MSE to B", "mse_b"),
-                              ("PSNR to B (dB)", "psnr_b"))}
-table = {"image": list(ROW_NAMES.values()), **table}
+rows = [metric_row(name, result.metrics[key]["mse_a"], result.metrics[key]["mse_b"]) for key, name in ROW_NAMES.items()]
 if trained_without_where is not None:
-    for name, recon in zip(("'none' model recon(A)", "'none' model recon(B)"), trained_without_where):
-        errors = (mse(recon, a.image), mse(recon, b.image))
-        table["image"].append(name)
-        for column, value in zip(("MSE to A", "PSNR to A (dB)", "MSE to B", "PSNR to B (dB)"),
-                                 (errors[0], psnr(errors[0]), errors[1], psnr(errors[1]))):
-            table[column].append(value)
-st.dataframe(table, hide_index=True, key="swap_metrics", width="content",
+    rows += [metric_row(f"'none' model recon({which})", mse(recon, a.image), mse(recon, b.image))
+             for which, recon in zip("AB", trained_without_where)]
+st.dataframe(rows, hide_index=True, key="swap_metrics", width="content",
              column_config={name: st.column_config.NumberColumn(format="%.4f" if "MSE" in name else "%.2f")
                             for name in ("MSE to A", "PSNR to A (dB)", "MSE to B", "PSNR to B (dB)")})
-
 
 
 def where_morph_section() -> None:
