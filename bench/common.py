@@ -57,3 +57,13 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def print_figures(figures: dict[str, Any], out: str | os.PathLike | None = None) -> str:
+    """Print a benchmark's figures as JSON and, with `out`, save the same text there; returns the text."""
+    text = json.dumps(figures, indent=2, default=float)
+    print(text)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")
+    return text

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import re
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from typing import Any
 import torch
 
 from bench import limit
+from bench.common import print_figures
 from core.data import DataConfig
 from core.devices import describe
 from core.model import digits_config
@@ -191,11 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(report: dict[str, Any], out: str | None, *, ok: bool) -> int:
-    text = json.dumps(report, indent=2, default=float)
-    print(text)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text + "\n")
+    print_figures(report, out)
     return 0 if ok else 1
 
 

@@ -19,15 +19,14 @@ Targets on a 2-core CPU: the trainer >= 50% of sgemm at batch 256, and >= 1.1x t
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.common import print_figures
 from core.model import SWWAE, digits_config
 from core.train import TrainConfig, build_optimizer, memory_format, resolve_device, train_step, training_net
 
@@ -156,10 +155,7 @@ def main() -> None:
         for entry in (e for paths_ in figures.get(scenario, {}).values() for e in paths_.values()):
             if "images_per_s" in entry:
                 entry["share_of_peak"] = round(entry["images_per_s"] * flops / peak, 3)
-    print(json.dumps(figures, indent=2))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(figures, indent=2))
+    print_figures(figures, args.out)
 
 
 if __name__ == "__main__":

@@ -9,15 +9,14 @@ the median of the repeats is reported. Target: ratio (library / plain) >= 0.95.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bench.common import print_figures
 from core.losses import swwae_loss
 from core.model import SWWAE, ModelConfig, digits_config
 
@@ -101,10 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         "plain_images_per_s": round(statistics.median(rates["plain"]), 1),
     }
     result["ratio"] = round(result["library_images_per_s"] / result["plain_images_per_s"], 3)
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    print_figures(result, args.out)
     return result
 
 

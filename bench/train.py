@@ -12,13 +12,12 @@ end-of-epoch evaluation and checkpoint), and its whole train() call is shown too
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
+from bench.common import print_figures
 from core.data import DataConfig, load_split
 from core.losses import swwae_loss
 from core.model import SWWAE, digits_config
@@ -101,10 +100,7 @@ def main() -> None:
         "all_engine_images_per_s": [round(r["images_per_s"], 1) for r in engine],
         "ratio": best_engine["images_per_s"] / best_plain["images_per_s"],
     }
-    print(json.dumps(figures, indent=2))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(figures, indent=2))
+    print_figures(figures, args.out)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ The command line (core.cli) sits above this module: core.train never imports it;
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
@@ -530,11 +531,16 @@ class _Run:
         return (self.stop_signal.event.is_set() or (self.should_stop is not None and self.should_stop())
                 or (self.writer is not None and rundir.stop_requested(self.writer)))
 
+    @functools.cached_property
+    def device_label(self) -> str:
+        """The device as status.json records it, e.g. 'cuda:0 — NVIDIA H200, 140 GiB' (looked up once)."""
+        return describe(self.device)
+
     def status(self, state: str, message: str = "") -> None:
         if self.writer is not None:
             rundir.write_status(self.writer, state, step=self.step, epoch=self.epoch, message=message,
                                 epochs=self.config.epochs, steps_per_epoch=self.steps_per_epoch,
-                                total_steps=self.total_steps, device=describe(self.device))
+                                total_steps=self.total_steps, device=self.device_label)
 
     def emit(self, record: dict[str, Any]) -> None:
         record.update(wall_time=self.wall_before + time.time() - self.started, time=time.time())

@@ -25,6 +25,7 @@ from core.cli import main
 from core.data import DataConfig
 from core.model import SWWAE, digits_config
 from core.train import TrainConfig, train
+from tests.test_train import one_thread  # noqa: F401 - autouse: tiny models run single-threaded
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app" / "main.py")
@@ -37,14 +38,6 @@ TINY_FLAGS = ["--channels", "4", "8", "--kernel-sizes", "3", "3", "--pool-sizes"
 
 def tiny_train(**overrides) -> TrainConfig:
     return TrainConfig(**{"batch_size": 32, "device": "cpu", "log_every": 1, "samples": 2, "epochs": 1, **overrides})
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add overhead, and the CPU is shared
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
