@@ -1,6 +1,6 @@
 """Training-curve figures for the Runs page: one small chart per metric, the chosen runs overlaid in it.
 
-They only arrange what core.monitor.curves returned; every run keeps one colour in every chart, training
+They only arrange what core.runs.curves returned; every run keeps one colour in every chart, training
 records as lines and validation (evaluation) records as dashed lines with markers.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _title(metric: str) -> str:
 
 def curves_figure(runs: dict[str, dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]], *, columns: int = 3,
                   row_height: int = 230, log_losses: bool = False, gap: float = 0.06) -> go.Figure:
-    """`runs`: {run name: core.monitor.curves(...)}; the metrics of every run, each in its own chart."""
+    """`runs`: {run name: core.runs.curves(...)}; the metrics of every run, each in its own chart."""
     metrics: list[str] = list(dict.fromkeys(m for run in runs.values() for m in run))
     rows = max(1, math.ceil(len(metrics) / columns))
     height = rows * row_height + 40

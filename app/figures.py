@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import plotly.graph_objects as go
 
-from core.render import Mosaic
+from core.analysis import Mosaic
 
 __all__ = ["Panel", "panel_figure", "gray_panel", "rgb_panel", "mosaic_panel", "where_panel", "signed_panel",
            "channel_targets", "bar_figure", "GRAY", "SIGNED"]
@@ -87,7 +87,7 @@ def channel_targets(panel: Panel, targets: tuple[np.ndarray, np.ndarray, np.ndar
 
     Streamlit's selection events do not report clicks on heatmaps (streamlit/streamlit#8760), but they do on
     scatter points: the marker's customdata is its channel. targets: (x, y, peak) per channel from
-    core.render.tile_targets. The markers are small on purpose: Plotly gives every marker under the cursor the same
+    core.analysis.tile_targets. The markers are small on purpose: Plotly gives every marker under the cursor the same
     hover distance (the first one wins), but outside them the nearest centre wins, which is the tile under the
     cursor; a marker within hoverdistance (20 px) of the cursor beats the heatmap, so tiles up to ~40 px work.
     """

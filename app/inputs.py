@@ -2,7 +2,7 @@
 
 Widget keys are `<key>_source`, `<key>_index`, `<key>_upload`, `<key>_invert`, `<key>_prepare` and `<key>_canvas`
 for a picker created with `key`. For a digit-like model (1 x 28 x 28 input) uploads and drawings are prepared the
-way the MNIST digits were made (`core.images.prepare_digit`) and a preview shows what the model sees.
+way the MNIST digits were made (`core.data.prepare_digit`) and a preview shows what the model sees.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import streamlit as st
 import torch
 
 from app.sidebar import Explorer
-from core.images import MNIST_FRAME, ImageDecodeError, NoInkError, decode_digit, decode_image, enlarge
+from core.data import MNIST_FRAME, ImageDecodeError, NoInkError, decode_digit, decode_image, enlarge
 
 __all__ = ["Picked", "pick_image", "IMAGE_TYPES"]
 

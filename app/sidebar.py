@@ -11,7 +11,7 @@ Every page reads `current()`; nothing else loads checkpoints. How a model gets c
 - `request_model(path)`, from any page or callback, asks for a checkpoint to be loaded on the next run (e.g.
   the Runs page's "Open in explorer": ``request_model(run_dir / "best.pt"); st.switch_page(LAYERS_PAGE)``).
 
-Loading goes through `core.checkpoint.load_checkpoint`, cached with `st.cache_resource` under the real input:
+Loading goes through `core.model.load_checkpoint`, cached with `st.cache_resource` under the real input:
 (path, modification time, size, device) for files, (sha256 of the bytes, device) for uploads.
 """
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from core.model import Checkpoint, CheckpointError, load_checkpoint
 from core.data import NATIVE_SHAPES, DataConfig, load_split
-from core.monitor import runs_root
-from core.viewable import check_viewable
+from core.runs import runs_root
+from core.analysis import check_viewable
 
 __all__ = [
     "ROOT", "DEFAULT_CHECKPOINT", "Explorer", "Examples", "render", "current", "request_model",

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.batches import DeviceBatches
+from core.data import DeviceBatches
 from core.model import SWWAE
-from core.train import TrainConfig, evaluate
+from core.training import TrainConfig, evaluate
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "docs" / "results"
 DEFAULT_TEST_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"

@@ -3,12 +3,12 @@
     python -m bench.gpu [--batch-size 512] [--seconds 2] [--skip-tests] [--out FILE]
 
 1. Runs the tests marked `cuda` (tests/test_cuda.py: pooling and a whole SWWAE equal to the CPU, a bf16 autocast
-   step, a GPU checkpoint read on the CPU, a 2-epoch mnist5k run started through core.launch, 1-process NCCL DDP,
+   step, a GPU checkpoint read on the CPU, a 2-epoch mnist5k run started through core.runs.launcher, 1-process NCCL DDP,
    the CLI under torchrun) in a child pytest, whose output goes to stderr.
 2. Measures, on cuda:0, in this process, with bench.limit's pieces: the bf16 peak (an 8192^2 bf16 matmul); FLOPs per
    training image of the digits model (digits_config()) counted by FlopCounterMode; its images/s at --batch-size,
-   both of the trainer's bare step (core.train.train_step on a batch held on the GPU) and of the whole engine
-   (core.train.train on mnist5k, as its metrics report it), each as a share of the bf16 peak; and the wall time of
+   both of the trainer's bare step (core.training.train_step on a batch held on the GPU) and of the whole engine
+   (core.training.train on mnist5k, as its metrics report it), each as a share of the bf16 peak; and the wall time of
    one mnist5k epoch with its evaluation at the trainer's default batch size.
 
 Prints one JSON object on stdout. Exit 0 when every test passed and every measurement ran, else 1 (a missed target
@@ -33,9 +33,9 @@ import torch
 from bench import limit
 from bench.common import print_figures
 from core.data import DataConfig
-from core.devices import describe
+from core.training import describe
 from core.model import digits_config
-from core.train import TrainConfig, train
+from core.training import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS_TIMEOUT_S = 300
@@ -98,14 +98,14 @@ def run_cuda_tests(timeout_s: float = TESTS_TIMEOUT_S) -> dict[str, Any]:
 # ---- 2. the figures -------------------------------------------------------------------------------------------
 
 def step_images_per_s(device: torch.device, batch_size: int, seconds: float) -> float:
-    """Images/s of the trainer's own step (core.train.train_step, its default channels_last path), timed by
+    """Images/s of the trainer's own step (core.training.train_step, its default channels_last path), timed by
     bench.limit: a fixed batch on the device, no logging, best of 2 timings of at least `seconds`."""
     step = limit.Step("channels_last", batch_size, device)
     return max(step.images_per_s(seconds) for _ in range(2))
 
 
 def _engine_records(device: torch.device, **train_options: Any) -> list[dict[str, Any]]:
-    """The metrics records of core.train.train on mnist5k with the digits model, in a throwaway run directory."""
+    """The metrics records of core.training.train on mnist5k with the digits model, in a throwaway run directory."""
     records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as run_dir:
         result = train(digits_config(), TrainConfig(device=str(device), **train_options), DataConfig(),

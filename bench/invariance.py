@@ -3,7 +3,7 @@
     python -m bench.invariance --test-data ../shared/data/mnist [--images 300] [--shifts 0 1 2 3 4 8]
 
 For each model (the shipped supervised model and the where ablation's hard, soft and none models) and each shift
-along x and along y, `core.experiments.shift_probe` measures per stage: the relative change of the input, of the
+along x and along y, `core.analysis.shift_probe` measures per stage: the relative change of the input, of the
 stage's pre-pool map and of its what (their ratios: how much each pooling absorbs, and how invariance builds up
 with depth), and the share of active switches that moved by exactly the shift, next to the same share against a
 different digit's switches (chance). The digits are spread evenly over the test set. Writes
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from bench.common import DEFAULT_TEST_DATA, RESULTS_DIR, load_mnist_test
-from core.checkpoint import load_checkpoint
+from core.model import load_checkpoint
 from core.data import DataConfig, load_split
-from core.experiments import ShiftStage, along_axis, shift_curves
+from core.analysis import ShiftStage, along_axis, shift_curves
 
 MODELS = {"shipped (hard, supervised)": "checkpoints/default.pt", "hard (unsupervised)": "checkpoints/ablation_hard.pt",
           "soft (unsupervised)": "checkpoints/ablation_soft.pt", "none (unsupervised)": "checkpoints/ablation_none.pt"}

@@ -5,7 +5,7 @@ share of a large matrix multiply measured in the same run.
 
 - FLOPs per training image: one training step of SWWAE(digits_config()) (forward, loss, backward) counted by
   torch.utils.flop_counter.FlopCounterMode (convolutions and matmuls; pooling and elementwise work count 0).
-- images/s: core.train.train_step, the function the trainer calls each step, on a batch held on the device (Adam,
+- images/s: core.training.train_step, the function the trainer calls each step, on a batch held on the device (Adam,
   supervised, no logging), best of --repeats timings of at least --seconds each, the paths interleaved.
 - peak: float32 sgemm (torch.mm, 2048^2) on the CPU, a bf16 matmul (8192^2) on CUDA, best of a few.
 - paths: eager_nchw (the trainer before issue 12: NCHW weights and images, a for-loop Adam), channels_last (the
@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import print_figures
 from core.model import SWWAE, digits_config
-from core.train import TrainConfig, build_optimizer, memory_format, resolve_device, train_step, training_net
+from core.training import TrainConfig, build_optimizer, memory_format, resolve_device, train_step, training_net
 
 PATHS = {  # name: (TrainConfig fields, fused optimizer)
     "eager_nchw": ({"channels_last": False}, False),  # the trainer before issue 12: NCHW, a for-loop Adam

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.common import print_figures
-from core.losses import swwae_loss
+from core.model import swwae_loss
 from core.model import SWWAE, ModelConfig, digits_config
 
 

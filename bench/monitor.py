@@ -4,7 +4,7 @@ A run directory with N metric lines (step records plus an eval every 1,000 steps
 does on each tick: find the runs, read their status, read the metrics (a fresh MetricsReader = the full load;
 the same reader after `--new` more lines = the incremental tick), build the decimated curves and the plotly
 figure JSON that st.plotly_chart sends. Baseline in the same run: a naive tick that re-reads the whole file
-with core.rundir.read_metrics and builds the columns from the records. Prints JSON (milliseconds, median of R).
+with core.training.rundir.read_metrics and builds the columns from the records. Prints JSON (milliseconds, median of R).
 Targets: full load <= 1 s, incremental tick <= 100 ms.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ def record_lines(start: int, count: int, rng: random.Random) -> str:
 
 
 def make_run(root: Path, lines: int) -> Path:
-    from core import rundir
+    from core.training import rundir
 
     run_dir = root / "big"
     run_dir.mkdir(parents=True)
@@ -53,7 +53,7 @@ def make_run(root: Path, lines: int) -> Path:
 def tick(root: Path, readers: dict, *, figure: bool = True) -> dict[str, float]:
     """What one refresh of the Runs page computes; returns the milliseconds of each part."""
     from app.curves import curves_figure
-    from core.monitor import MetricsReader, curves, discover_runs, summarize
+    from core.runs import MetricsReader, curves, discover_runs, summarize
 
     times = {}
     start = time.perf_counter()
@@ -78,8 +78,8 @@ def naive_tick(root: Path) -> dict[str, float]:
     """The baseline: re-read and re-parse the whole file every tick, then build the columns."""
     import numpy as np
 
-    from core import rundir
-    from core.monitor import decimate, discover_runs
+    from core.training import rundir
+    from core.runs import decimate, discover_runs
 
     start = time.perf_counter()
     for run_dir in discover_runs(root):
@@ -106,7 +106,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("SWWAE_APP_THREADS", "1")))  # as the app does
-    from core import rundir
+    from core.training import rundir
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench import semisup
 from bench.common import RESULTS_DIR, read_jsonl
-from core.experiments import ShiftStage, shift_findings
+from core.analysis import ShiftStage, shift_findings
 from core.model import ModelConfig
 
 DOC = RESULTS_DIR.parent / "RESULTS.md"
@@ -266,7 +266,7 @@ def invariance_section(path: Path) -> list[str]:
     results = json.loads(path.read_text())
     lines += [
         f"Command: `{COMMANDS['invariance']}`.", "",
-        f"The shift probe (`core.experiments.shift_probe`, the same function as the Swap page's) over "
+        f"The shift probe (`core.analysis.shift_probe`, the same function as the Swap page's) over "
         f"{results['images']} {results['image_source']} digits spread evenly over the set, shifted right and down by "
         f"{', '.join(str(s) for s in results['shifts'])} pixels. Per stage: the relative L2 change "
         "‖f(shifted) − f(x)‖ / ‖f(x)‖ of the input, of the stage's pre-pool map and of its what, in the same units, "
@@ -321,7 +321,7 @@ def speed_section(out_dir: Path) -> list[str]:
         lines += [f"Command: `{COMMANDS['train']}`: one epoch of mnist5k, default digits model, batch {t['batch_size']}, "
                   f"{t['device']}, {t['torch_threads']} threads.", "",
                   "| loop | images/s |", "|---|---|",
-                  f"| trainer (core.train) | {t['engine']['images_per_s']:.1f} |",
+                  f"| trainer (core.training) | {t['engine']['images_per_s']:.1f} |",
                   f"| plain hand-written loop | {t['plain']['images_per_s']:.1f} |",
                   f"| ratio | {t['ratio']:.3f} |", "",
                   f"The trainer's figure is its training loop as it logs it; its whole `train()` call, with the "

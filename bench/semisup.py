@@ -4,7 +4,7 @@
                             [--steps 1000] [--jobs 2] [--pool mnist5k]
 
 For every labels count N and seed: N labels are kept from the training pool (balanced over classes, seeded by
-the seed), the rest of the pool is unlabeled. Both arms use the project's trainer (core.train.train) with the
+the seed), the rest of the pool is unlabeled. Both arms use the project's trainer (core.training.train) with the
 same architecture, augmentation (random shifts), optimiser, schedule and number of steps, and the same 32
 labeled samples in every step; only the loss differs:
   - swwae: batches of 32 labeled + 96 unlabeled samples, loss NLL + lambda_rec * L2rec + lambda_mid * sum L2M;
@@ -29,8 +29,8 @@ import torch
 from bench.common import DEFAULT_TEST_DATA, RESULTS_DIR, append_jsonl, load_mnist_test, read_jsonl, test_metrics
 from core.data import DataConfig
 from core.model import digits_config
-from core.pooling import POOLING_MODES
-from core.train import TrainConfig, train
+from core.model import POOLING_MODES
+from core.training import TrainConfig, train
 
 RESULTS = RESULTS_DIR / "semisup.jsonl"
 ARMS = ("swwae", "supervised")

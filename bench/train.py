@@ -1,4 +1,4 @@
-"""Training throughput: the engine (core.train.train) vs a plain hand-written loop, same model and batch size.
+"""Training throughput: the engine (core.training.train) vs a plain hand-written loop, same model and batch size.
 
     python -m bench.train [--batch-size 64] [--repeats 2] [--device auto] [--no-channels-last]
 
@@ -19,9 +19,9 @@ import torch
 
 from bench.common import print_figures
 from core.data import DataConfig, load_split
-from core.losses import swwae_loss
+from core.model import swwae_loss
 from core.model import SWWAE, digits_config
-from core.train import TrainConfig, resolve_device, train
+from core.training import TrainConfig, resolve_device, train
 
 
 def plain_epoch(*, batch_size: int, lr: float, device: torch.device, seed: int) -> dict[str, float]:

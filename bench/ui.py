@@ -40,11 +40,11 @@ def core_timings(checkpoint: str, repeat: int) -> dict[str, float]:
     import torch
 
     from app import figures
-    from core.attribution import METHODS, LogitsModel, attribute
-    from core.checkpoint import load_checkpoint
+    from core.analysis import METHODS, LogitsModel, attribute
+    from core.model import load_checkpoint
     from core.data import DataConfig, load_split
-    from core.experiments import layer_views, shift_probe, swap_matrix, swap_where
-    from core.render import mosaic, panel_png, swap_tiles, where_mosaic
+    from core.analysis import layer_views, shift_probe, swap_matrix, swap_where
+    from core.analysis import mosaic, panel_png, swap_tiles, where_mosaic
 
     model = load_checkpoint(checkpoint).model
     cfg = model.config

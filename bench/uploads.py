@@ -7,8 +7,8 @@ pictures are made in a temporary folder (deleted at the end):
 - photo: dark ink on light grey paper, the digit off-centre on a 400x300 canvas at a random height (25-55% of
   the canvas), tilted up to 4 degrees, slightly blurred, with Gaussian noise, saved as a JPEG (quality 60-85);
 - centred: the same glyph white on black, its box centred in a square with a 4/28 margin, saved as a PNG.
-Each is classified by the model (core.experiments.classify) after the old plain conversion
-(core.images.decode_image: letterbox, resize, auto-invert) and after core.images.decode_digit (find the ink,
+Each is classified by the model (core.analysis.classify) after the old plain conversion
+(core.data.decode_image: letterbox, resize, auto-invert) and after core.data.decode_digit (find the ink,
 crop, fit 20x20, centre by centre of mass). Prints JSON: accuracies, counts and the settings; seeded.
 """
 from __future__ import annotations
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from core.checkpoint import load_checkpoint
-from core.experiments import classify
-from core.images import decode_digit, decode_image
+from core.model import load_checkpoint
+from core.analysis import classify
+from core.data import decode_digit, decode_image
 
 CANVAS = (400, 300)  # photo width, height
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts")

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from bench.common import DEFAULT_TEST_DATA, RESULTS_DIR, load_mnist_test, test_metrics
-from core.checkpoint import save_checkpoint
+from core.model import save_checkpoint
 from core.data import DataConfig
 from core.model import digits_config
-from core.train import TrainConfig, train
+from core.training import TrainConfig, train
 
 MODES = ("hard", "soft", "none")
 SHOWN_DIGITS = 8

@@ -11,7 +11,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from app import sidebar
-from core.checkpoint import save_checkpoint
+from core.model import save_checkpoint
 from core.model import SWWAE, digits_config
 from tests.test_images import BAD_UPLOADS, encode
 

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from streamlit.testing.v1 import AppTest
 
 from app import sidebar
-from core.checkpoint import save_checkpoint
+from core.model import save_checkpoint
 from core.model import SWWAE, rgb32_config
 
 ROOT = Path(__file__).resolve().parents[1]

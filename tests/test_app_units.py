@@ -1,7 +1,7 @@
 """The Layers page's unit view and the honest class outputs of unsupervised models, through AppTest.
 
 The top images are checked against an independent reference: the model's own encoder over the example set, ranked
-here with torch.sort, not through core.experiments."""
+here with torch.sort, not through core.analysis."""
 import re
 from pathlib import Path
 
@@ -9,7 +9,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from app import sidebar
-from core.checkpoint import load_checkpoint, save_checkpoint
+from core.model import load_checkpoint, save_checkpoint
 from core.data import DataConfig, load_split
 from core.model import SWWAE, digits_config
 

@@ -1,4 +1,4 @@
-"""core.attribution against independent references: autograd for saliency, hand-written ReLU rules for
+"""core.analysis.attribution against independent references: autograd for saliency, hand-written ReLU rules for
 deconvolution and guided backprop, the completeness axiom for integrated gradients."""
 import copy
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from core.attribution import METHODS, LogitsModel, attribute, attribute_all
+from core.analysis import METHODS, LogitsModel, attribute, attribute_all
 from core.model import SWWAE, digits_config
 
 

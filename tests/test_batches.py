@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from core.batches import DeviceBatches
+from core.data import DeviceBatches
 
 
 def test_labeled_per_batch_mixes_every_batch_and_cycles_the_labeled_pool():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.monitor import RUNS_ENV, pid_alive, read_launch, summarize
+from core.runs import RUNS_ENV, pid_alive, read_launch, summarize
 from tests.browser_app import browser_page, requires_chromium, served_app, wait_idle
 
 pytestmark = requires_chromium

@@ -9,7 +9,7 @@ import torch
 
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 
-from core.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
+from core.model import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
 from core.model import SWWAE, digits_config
 
 

@@ -21,15 +21,15 @@ import pytest
 import torch
 
 from bench import gpu as gpu_bench
-from core import rundir
-from core.checkpoint import load_checkpoint, save_checkpoint
+from core.training import rundir
+from core.model import load_checkpoint, save_checkpoint
 from core.data import DataConfig, load_split
-from core.launch import launch, make_configs
-from core.losses import swwae_loss
+from core.runs import launch, make_configs
+from core.model import swwae_loss
 from core.model import SWWAE, Encoding, digits_config
-from core.monitor import summarize
-from core.pooling import POOLING_MODES, pool, unpool
-from core.train import TrainConfig, build_optimizer, memory_format, train_step, training_net
+from core.runs import summarize
+from core.model import POOLING_MODES, pool, unpool
+from core.training import TrainConfig, build_optimizer, memory_format, train_step, training_net
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                    reason="needs a CUDA device: torch.cuda.is_available() is False")
@@ -132,7 +132,7 @@ def test_swwae_encode_and_decode_on_cuda_equal_the_cpu(mode, digits):
 @pytest.mark.cuda
 @requires_cuda
 def test_bf16_autocast_training_steps_have_finite_loss_and_gradients_and_learn(digits):
-    """core.train.train_step, the trainer's own step, with its defaults on CUDA: bf16 autocast, channels_last."""
+    """core.training.train_step, the trainer's own step, with its defaults on CUDA: bf16 autocast, channels_last."""
     images, labels = (t.to(CUDA) for t in digits)
     config = TrainConfig()
     assert config.bf16, "bf16 autocast is the trainer's default on CUDA"
@@ -187,7 +187,7 @@ def test_a_checkpoint_written_on_the_gpu_loads_on_the_cpu_with_identical_outputs
 @pytest.mark.cuda
 @requires_cuda
 def test_a_two_epoch_mnist5k_run_started_like_the_train_page_finishes_on_cuda(tmp_path):
-    """core.launch, as app/views/train.py calls it: make_configs, then launch a detached `python -m core.train`."""
+    """core.runs.launcher, as app/views/train.py calls it: make_configs, then launch a detached `python -m core.train`."""
     configs = make_configs(data={"dataset": "mnist5k"}, train={"epochs": 2, "device": "cuda"}, model={})
     run_dir = tmp_path / "gpu-run"
     launched = launch(run_dir, configs)
@@ -212,10 +212,10 @@ def test_a_two_epoch_mnist5k_run_started_like_the_train_page_finishes_on_cuda(tm
 DDP_WORKER = """
 import copy, torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from core.distributed import all_reduce_sum, broadcast_buffers
-from core.losses import swwae_loss
+from core.training import all_reduce_sum, broadcast_buffers
+from core.model import swwae_loss
 from core.model import SWWAE, digits_config
-from core.train import TrainConfig, evaluate
+from core.training import TrainConfig, evaluate
 
 torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
 device = torch.device("cuda", 0)
@@ -257,7 +257,7 @@ def test_one_process_nccl_ddp_gives_the_plain_gradients():
 @requires_cuda
 def test_the_cli_under_torchrun_dry_runs_on_cuda(tmp_path):
     """`torchrun --nproc_per_node 1 -m core.train --dry-run --device cuda`: the torchrun entry point on a GPU. (One
-    process is WORLD_SIZE 1, which core.distributed runs without a process group: NCCL is the test above.)"""
+    process is WORLD_SIZE 1, which core.training.distributed runs without a process group: NCCL is the test above.)"""
     run_dir = tmp_path / "torchrun"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
                "-m", "core.train", "--dry-run", "--device", "cuda", "--run-dir", str(run_dir), "--quiet"]

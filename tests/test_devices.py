@@ -1,4 +1,4 @@
-"""Device listing (core.devices) with a mocked torch.cuda, and the Train / Runs pages' use of it through AppTest."""
+"""Device listing (core.training.devices) with a mocked torch.cuda, and the Train / Runs pages' use of it through AppTest."""
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -7,9 +7,9 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from core import rundir
-from core.devices import GIB, DeviceInfo, describe, list_devices, run_device
-from core.monitor import RUNS_ENV
+from core.training import rundir
+from core.training.devices import GIB, DeviceInfo, describe, list_devices, run_device
+from core.runs import RUNS_ENV
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 H200_BYTES = 150_100_000_000  # what torch reports for an H200: ~139.8 GiB

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.experiments import (
+from core.analysis import (
     along_axis, channel_peaks, layer_views, morph_where, no_where_recon, psnr, shift_curves, shift_findings,
     shift_image,
     shift_probe, swap_matrix, swap_where, top_images, unit_decodings, unit_view,

@@ -19,12 +19,13 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from app import sidebar
-from core import monitor, rundir
-from core.checkpoint import load_checkpoint, save_checkpoint
-from core.cli import main
+from core.training import rundir
+from core.runs import MetricsReader, monitor
+from core.model import load_checkpoint, save_checkpoint
+from core.runs.cli import main
 from core.data import DataConfig
 from core.model import SWWAE, digits_config
-from core.train import TrainConfig, train
+from core.training import TrainConfig, train
 from tests.test_train import one_thread  # noqa: F401 - autouse: tiny models run single-threaded
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +75,7 @@ def test_a_torn_last_line_does_not_swallow_the_next_resume_marker(tmp_path):
     rundir.append_metrics(tmp_path, {"kind": "resume", "step": 2})
     rundir.append_metrics(tmp_path, {"kind": "step", "step": 3, "total": 0.5})
     assert [(r["step"], r["total"]) for r in rundir.read_metrics(tmp_path)] == [(1, 1.0), (2, 1.0), (3, 0.5)]
-    reader = monitor.MetricsReader(tmp_path)
+    reader = MetricsReader(tmp_path)
     reader.update()
     assert reader.series("step", "step")[0].tolist() == [1, 2, 3] and reader.malformed == 1
 
@@ -275,7 +276,7 @@ def test_read_metrics_follows_the_incremental_readers_rules(tmp_path):
     (tmp_path / rundir.METRICS_FILE).write_bytes(b"\n".join(lines) + b"\n")
     records = rundir.read_metrics(tmp_path)
     assert [(r["step"], r["total"]) for r in records] == [(1, 1.0), (2, 0.5)]
-    reader = monitor.MetricsReader(tmp_path)
+    reader = MetricsReader(tmp_path)
     reader.update()
     assert [(r["step"], r["total"]) for r in reader.records("step")] == [(1, 1.0), (2, 0.5)]
 
@@ -376,7 +377,7 @@ def test_random_sigkills_then_resume_log_each_step_once_and_match_an_uninterrupt
     time: every step is logged exactly once and the final weights equal an uninterrupted run's."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     context = multiprocessing.get_context("forkserver")  # a clean process that imports torch once for all kills
-    context.set_forkserver_preload(["core.train"])
+    context.set_forkserver_preload(["core.training"])
     straight = train(TINY_MODEL, kill_config(), KILL_DATA, run_dir=tmp_path / "straight")
     run = tmp_path / "killed"
     rng = random.Random(11)

@@ -1,4 +1,4 @@
-"""core.images: every bad upload is refused with a one-line ImageDecodeError; every pixel format converts."""
+"""core.data.images: every bad upload is refused with a one-line ImageDecodeError; every pixel format converts."""
 import io
 import struct
 import zlib
@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-from core.images import (MAX_PIXELS, ImageDecodeError, NoInkError, decode_digit, decode_image, enlarge,
+from core.data import (MAX_PIXELS, ImageDecodeError, NoInkError, decode_digit, decode_image, enlarge,
                          prepare_digit)
 
 LUMA = np.array([0.299, 0.587, 0.114])

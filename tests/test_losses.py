@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.losses import swwae_loss
+from core.model import swwae_loss
 from core.model import SWWAE, digits_config
 
 

@@ -41,7 +41,7 @@ def test_a_checkpoint_asking_for_a_huge_model_is_refused_before_it_is_built(tmp_
     config = {"image_size": 5800, "channels": [32, 64, 128], "kernel_sizes": [3, 3, 3], "pool_sizes": [2, 2, 2]}
     torch.save({"format": "swwae", "format_version": 1, "model_config": config, "model_state": {}}, path)
     assert path.stat().st_size < 4096
-    growth, result = peak_growth_mb("from core.checkpoint import load_checkpoint",
+    growth, result = peak_growth_mb("from core.model import load_checkpoint",
                                     f"load_checkpoint({str(path)!r})")
     assert result.startswith("RESULT CheckpointError") and "image_size 5800" in result
     assert growth < 100, f"refusing the file grew the peak memory by {growth:.0f} MB"
@@ -51,7 +51,7 @@ def test_a_checkpoint_without_the_weights_of_its_architecture_is_refused_before_
     path = tmp_path / "empty.pt"
     config = {"image_size": 256, "channels": [64, 128], "kernel_sizes": [3, 3], "pool_sizes": [2, 2]}  # 67M weights
     torch.save({"format": "swwae", "format_version": 1, "model_config": config, "model_state": {}}, path)
-    growth, result = peak_growth_mb("from core.checkpoint import load_checkpoint",
+    growth, result = peak_growth_mb("from core.model import load_checkpoint",
                                     f"load_checkpoint({str(path)!r})")
     assert result.startswith("RESULT CheckpointError") and "missing" in result
     assert growth < 100, f"refusing the file grew the peak memory by {growth:.0f} MB"
@@ -62,7 +62,7 @@ def test_a_checkpoint_over_the_parameter_cap_is_refused_without_allocating(tmp_p
     path = tmp_path / "wide.pt"
     config = {"image_size": 28, "channels": channels, "kernel_sizes": [3, 3], "pool_sizes": [2, 2]}
     torch.save({"format": "swwae", "format_version": 1, "model_config": config, "model_state": {}}, path)
-    growth, result = peak_growth_mb("from core.checkpoint import load_checkpoint", f"load_checkpoint({str(path)!r})")
+    growth, result = peak_growth_mb("from core.model import load_checkpoint", f"load_checkpoint({str(path)!r})")
     assert result.startswith("RESULT CheckpointError") and match in result
     assert growth < 100
 
@@ -87,7 +87,7 @@ def test_an_uploaded_strip_is_refused_or_converted_without_a_square_buffer(tmp_p
     path = tmp_path / "strip.png"
     path.write_bytes(png_of(width, height))
     growth, result = peak_growth_mb(
-        "from core.images import decode_image",
+        "from core.data import decode_image",
         f"image = decode_image(open({str(path)!r}, 'rb').read(), channels={channels}, size=28); "
         f"assert tuple(image.shape) == ({channels}, 28, 28)")
     if match:

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from core.model import SWWAE, ModelConfig, digits_config, rgb32_config
-from core.pooling import where_offsets
+from core.model import where_offsets
 
 
 def tiny(**overrides) -> SWWAE:

@@ -1,5 +1,5 @@
-"""core.monitor and core.launch without a UI: the incremental metrics reader against full re-reads with
-core.rundir.read_metrics (the reference), run states, decimation, and the launcher's refusals."""
+"""core.runs.monitor and core.runs.launcher without a UI: the incremental metrics reader against full re-reads with
+core.training.rundir.read_metrics (the reference), run states, decimation, and the launcher's refusals."""
 import json
 import math
 import os
@@ -11,8 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from core import launch, monitor, rundir
-from core.cli import _configs, _parser
+from core.training import rundir
+
+from core.runs import MetricsReader, decimate, launch, launcher, make_configs, metrics, monitor, resume, stop
+from core.runs.cli import _configs, _parser
 
 
 def step_record(step: int, rng: random.Random, kind: str = "step") -> dict:
@@ -48,7 +50,7 @@ def metrics_lines(seed: int, count: int = 400) -> list[str]:
     return lines
 
 
-def assert_same(reader: monitor.MetricsReader, run_dir) -> None:
+def assert_same(reader: MetricsReader, run_dir) -> None:
     for kind in ("step", "eval"):
         expected = rundir.read_metrics(run_dir, kind)
         got = reader.records(kind)
@@ -69,12 +71,12 @@ def test_incremental_reads_equal_full_rereads(tmp_path, seed, parser, monkeypatc
     """The file grows in chunks cut at random bytes (mid-line, mid-number); after every chunk the reader holds
     exactly what a full re-read gives, and never re-reads old bytes. With orjson and with the standard library."""
     if parser == "json":
-        monkeypatch.setattr(monitor, "orjson", None)
-    elif monitor.orjson is None:
+        monkeypatch.setattr(metrics, "orjson", None)
+    elif metrics.orjson is None:
         pytest.skip("orjson is not installed")
     data = ("\n".join(metrics_lines(seed)) + "\n").encode()
     rng = random.Random(seed)
-    reader = monitor.MetricsReader(tmp_path)
+    reader = MetricsReader(tmp_path)
     path = tmp_path / rundir.METRICS_FILE
     position = 0
     while position < len(data):
@@ -104,7 +106,7 @@ def test_partial_line_waits_for_its_newline(tmp_path):
     line = json.dumps(step_record(1, rng))
     path = tmp_path / rundir.METRICS_FILE
     path.write_text(line[:30])
-    reader = monitor.MetricsReader(tmp_path)
+    reader = MetricsReader(tmp_path)
     assert reader.update() == 0 and reader.offset == 0 and reader.malformed == 0
     with open(path, "a") as f:
         f.write(line[30:] + "\n")
@@ -117,7 +119,7 @@ def test_lines_that_are_not_records_are_skipped_and_counted(tmp_path):
     good = [json.dumps(step_record(s, rng)) for s in (1, 2, 3)]
     lines = [good[0], "[1, 2]", '{"kind": "step"}', "\xff garbage", good[1], '"text"', good[2]]
     (tmp_path / rundir.METRICS_FILE).write_text("\n".join(lines) + "\n")
-    reader = monitor.MetricsReader(tmp_path)
+    reader = MetricsReader(tmp_path)
     reader.update()
     steps, totals = reader.series("step", "total")
     assert list(steps) == [1, 2, 3] and reader.malformed == 4
@@ -128,7 +130,7 @@ def test_replaced_or_truncated_file_is_read_again(tmp_path):
     rng = random.Random(0)
     path = tmp_path / rundir.METRICS_FILE
     path.write_text("".join(json.dumps(step_record(s, rng)) + "\n" for s in range(1, 11)))
-    reader = monitor.MetricsReader(tmp_path)
+    reader = MetricsReader(tmp_path)
     reader.update()
     assert reader.count("step") == 10
     path.write_text(json.dumps(step_record(1, rng)) + "\n")  # a new run in the same folder
@@ -145,7 +147,7 @@ def test_decimate_keeps_short_series_and_averages_long_ones():
     steps = np.arange(1, 100_001, dtype=float)
     values = np.sin(steps / 1000)
     values[5] = np.nan
-    few_steps, few_values = monitor.decimate(steps, values, 2000)
+    few_steps, few_values = decimate(steps, values, 2000)
     assert len(few_steps) <= 2000 and few_steps[-1] == steps[-1] and few_values[-1] == values[-1]
     bucket = math.ceil(len(steps) / 1999)
     assert few_values[0] == pytest.approx(np.nanmean(values[:bucket]))
@@ -154,7 +156,7 @@ def test_decimate_keeps_short_series_and_averages_long_ones():
 
 
 def decimate_same(steps, values, max_points) -> bool:
-    out_steps, out_values = monitor.decimate(steps, values, max_points)
+    out_steps, out_values = decimate(steps, values, max_points)
     return np.array_equal(out_steps, steps) and np.array_equal(out_values, values)
 
 
@@ -201,20 +203,20 @@ def test_run_states(tmp_path):
 
 def test_zombie_child_counts_as_dead(tmp_path):
     process = subprocess.Popen([sys.executable, "-c", "pass"])
-    launch._CHILDREN[process.pid] = process  # what launch() registers
+    launcher._CHILDREN[process.pid] = process  # what launch() registers
     while process.poll() is None:  # let it exit; poll reaps it, as reap() does for unwaited children
         pass
     assert not monitor.pid_alive(process.pid)
-    assert not launch._CHILDREN
+    assert not launcher._CHILDREN
 
 
 def test_make_configs_and_the_command_agree_with_the_cli(tmp_path):
-    configs = launch.make_configs(
+    configs = make_configs(
         data={"dataset": "mnist5k", "labels": 100, "max_train": 256},
         train={"mode": "semi-supervised", "lambda_rec": 0.5, "lambda_mid": 0.0, "epochs": 3, "batch_size": 32,
                "lr": 2e-3, "device": "cpu", "bf16": False},
         model={"channels": (8, 16), "pooling": "soft"})
-    command = launch.train_command(tmp_path / "run", configs)
+    command = launcher.train_command(tmp_path / "run", configs)
     assert command[1:3] == ["-m", "core.train"]
     model, train, data = _configs(_parser().parse_args(command[3:]))  # what the CLI will build from it
     assert (model, train, data) == (configs.model, configs.train, configs.data)
@@ -232,27 +234,27 @@ def test_make_configs_and_the_command_agree_with_the_cli(tmp_path):
 def test_make_configs_refuses_bad_input(options, reason):
     kwargs = {"data": {"dataset": "mnist5k"}, "train": {}, "model": {}} | options
     with pytest.raises(ValueError, match=reason):
-        launch.make_configs(**kwargs)
+        make_configs(**kwargs)
     with pytest.raises(ValueError, match="whole numbers"):
-        launch.parse_channels("32 x 64")
+        launcher.parse_channels("32 x 64")
     with pytest.raises(ValueError, match="run name"):
-        launch.check_run_name("../escape")
+        launcher.check_run_name("../escape")
 
 
 def test_launch_refuses_busy_existing_and_empty_run_dirs(tmp_path):
-    configs = launch.make_configs(data={"dataset": "mnist5k"}, train={}, model={})
+    configs = make_configs(data={"dataset": "mnist5k"}, train={}, model={})
     make_run(tmp_path, "busy")
     with pytest.raises(rundir.RunDirError, match="busy"):
-        launch.launch(tmp_path / "busy", configs)
+        launch(tmp_path / "busy", configs)
     with pytest.raises(rundir.RunDirError, match="busy"):
-        launch.resume(tmp_path / "busy")
+        resume(tmp_path / "busy")
     done = make_run(tmp_path, "done", state="finished")
     (done / rundir.METRICS_FILE).write_text("")
     with pytest.raises(rundir.RunDirError, match="already exists"):
-        launch.launch(done, configs)
+        launch(done, configs)
     with pytest.raises(rundir.RunDirError, match="nothing to resume"):
-        launch.resume(done)
+        resume(done)
     with pytest.raises(rundir.RunDirError, match="not running"):
-        launch.stop(done)
-    launch.stop(tmp_path / "busy")
+        stop(done)
+    stop(tmp_path / "busy")
     assert rundir.stop_requested(tmp_path / "busy")

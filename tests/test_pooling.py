@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.pooling import pool, soft_pool, soft_unpool, unpool, where_offsets
+from core.model import pool, soft_pool, soft_unpool, unpool, where_offsets
 
 
 def distinct(*shape, dtype=torch.float32, seed=0):

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import rundir
-from core.monitor import RUNS_ENV, pid_alive, read_launch, summarize
+from core.training import rundir
+from core.runs import RUNS_ENV, pid_alive, read_launch, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app" / "main.py")

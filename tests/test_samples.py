@@ -4,11 +4,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core import rundir
+from core.training import rundir
 from core.data import DataConfig, load_split, one_per_class
-from core.losses import UNLABELED
+from core.model import UNLABELED
 from core.model import digits_config
-from core.train import TrainConfig, train
+from core.training import TrainConfig, train
 
 TINY_MODEL = digits_config(channels=(4, 8), kernel_sizes=(3, 3), pool_sizes=(2, 2), head_width=16)
 GRID_PADDING = 2  # torchvision make_grid's default, as rundir.write_samples uses it

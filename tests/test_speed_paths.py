@@ -9,11 +9,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.cli import _configs, _parser
+from core.runs.cli import _configs, _parser
 from core.data import DataConfig
 from core.model import SWWAE, digits_config
-from core.pooling import pool, unpool
-from core.train import TrainConfig, build_optimizer, memory_format, train, train_step, training_net
+from core.model import pool, unpool
+from core.training import TrainConfig, build_optimizer, memory_format, train, train_step, training_net
 
 TINY_MODEL = digits_config(channels=(4, 8), kernel_sizes=(3, 3), pool_sizes=(2, 2), head_width=16, dropout=0.3)
 TINY_DATA = DataConfig(max_train=128, max_val=32, shift=1)

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import rundir
-from core.checkpoint import load_checkpoint
+from core.training import rundir
+from core.model import load_checkpoint
 from core.data import DataConfig, load_split
 from core.model import SWWAE, digits_config
-from core.cli import main
-from core.train import TrainConfig, evaluate, learning_rate, train
-from core.batches import DeviceBatches
+from core.runs.cli import main
+from core.training import TrainConfig, evaluate, learning_rate, train
+from core.data import DeviceBatches
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = digits_config(channels=(4, 8), kernel_sizes=(3, 3), pool_sizes=(2, 2), head_width=16)
@@ -284,7 +284,7 @@ DDP_WORKER = """
 import sys, torch
 from core.data import DataConfig
 from core.model import SWWAE, digits_config
-from core.train import TrainConfig, train
+from core.training import TrainConfig, train
 torch.set_num_threads(1)
 model = digits_config(channels=(4, 8), kernel_sizes=(3, 3), pool_sizes=(2, 2), head_width=16)
 result = train(model, TrainConfig(epochs=2, batch_size=16, device="cpu", log_every=2, samples=2),

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from core.batches import DeviceBatches, StreamBatches, epoch_order, random_shift
+from core.data import DeviceBatches, StreamBatches, epoch_order, random_shift
 from core.data import DataConfig, DatasetUnavailable, keep_labels, load_split, open_split
-from core.losses import UNLABELED
-from core.cli import main
-from core.train import TrainConfig, train
+from core.model import UNLABELED
+from core.runs.cli import main
+from core.training import TrainConfig, train
 from core.model import digits_config
 
 TRAIN_COUNT, TEST_COUNT = 40, 20

@@ -4,9 +4,9 @@ import streamlit as st
 from app import figures
 from app.inputs import pick_image
 from app.sidebar import current
-from core.attribution import METHOD_LABELS, METHODS, attribute_all
-from core.experiments import classify
-from core.render import display_image
+from core.analysis import METHOD_LABELS, METHODS, attribute_all
+from core.analysis import classify
+from core.analysis import display_image
 
 explorer = current()
 model, cfg = explorer.model, explorer.checkpoint.model_config

@@ -12,9 +12,9 @@ import streamlit as st
 from app import figures
 from app.inputs import Picked, pick_image
 from app.sidebar import Explorer, current
-from core.experiments import (StageView, channel_peaks, class_probabilities, layer_views, mse, psnr, top_images,
+from core.analysis import (StageView, channel_peaks, class_probabilities, layer_views, mse, psnr, top_images,
                               unit_decodings, unit_view)
-from core.render import (
+from core.analysis import (
     Tile, crisp_pixels, display_image, mosaic, panel_png, recon_tiles, sequential_rgb, side_by_side, stage_difference,
     tile_rgb, tile_targets, unit_tiles, where_arrows, where_legend, where_mosaic,
 )

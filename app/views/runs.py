@@ -10,10 +10,10 @@ import streamlit as st
 
 from app.curves import curves_figure, run_colour
 from app.sidebar import request_model
-from core import rundir
-from core.devices import run_device
-from core.launch import resume, stop
-from core.monitor import MetricsReader, RunSummary, curves, discover_runs, plain, runs_root, summarize
+from core.training import rundir
+from core.training import run_device
+from core.runs import resume, stop
+from core.runs import MetricsReader, RunSummary, curves, discover_runs, plain, runs_root, summarize
 
 REFRESH_S = 2.0
 MAX_POINTS = 2000  # per line; longer runs are averaged over buckets of records

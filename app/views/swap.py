@@ -10,11 +10,11 @@ from app import figures
 from app.inputs import pick_image
 from app.lines import Line, line_figure
 from app.sidebar import current, load_source
-from core.checkpoint import CheckpointError
-from core.experiments import (
+from core.model import CheckpointError
+from core.analysis import (
     along_axis, mse, morph_where, psnr, reconstruct, shift_curves, shift_findings, shift_image, swap_matrix, swap_where,
 )
-from core.render import Tile, display_image, panel_png, swap_grid, swap_tiles
+from core.analysis import Tile, display_image, panel_png, swap_grid, swap_tiles
 
 MAX_MATRIX = 8
 NONE_MODEL = "checkpoints/ablation_none.pt"  # the where ablation's model trained without where, when shipped

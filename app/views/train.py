@@ -3,12 +3,12 @@ server), and Stop / Resume for any run. Watching the curves is the Runs page's j
 
 import streamlit as st
 
-from core import rundir
+from core.training import rundir
 from core.data import NATIVE_SHAPES
-from core.devices import list_devices, run_device
-from core.launch import ARCHITECTURES, check_run_name, default_run_name, launch, make_configs, parse_channels, resume, stop
-from core.monitor import discover_runs, plain, runs_root, summarize
-from core.train import MODES, TrainConfig
+from core.training import list_devices, run_device
+from core.runs import ARCHITECTURES, check_run_name, default_run_name, launch, make_configs, parse_channels, resume, stop
+from core.runs import discover_runs, plain, runs_root, summarize
+from core.training import MODES, TrainConfig
 
 CUSTOM = "custom"
 REFRESH_S = 2.0

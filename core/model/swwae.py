@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from core.pooling import POOLING_MODES, pool, unpool
+from core.model.pooling import POOLING_MODES, pool, unpool
 
 __all__ = ["ModelConfig", "SWWAE", "Encoding", "Decoding", "digits_config", "rgb32_config"]
 

@@ -11,7 +11,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from core.losses import UNLABELED
+from core.model import UNLABELED
 
 __all__ = ["epoch_order", "random_shift", "DeviceBatches", "StreamBatches"]
 

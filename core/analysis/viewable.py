@@ -6,7 +6,7 @@ at load with one line instead of failing on every page.
 """
 from __future__ import annotations
 
-from core.checkpoint import CheckpointError
+from core.model import CheckpointError
 from core.model import ModelConfig
 
 __all__ = ["VIEWABLE_CHANNELS", "check_viewable"]

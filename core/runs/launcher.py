@@ -2,12 +2,12 @@
 
 A run is always a separate, detached process, `python -m core.train --run DIR ...` in its own session, with its
 output in DIR/train.log: closing the browser tab or restarting the Streamlit server does not stop it, and it
-is found again from DIR/status.json (core.rundir) and DIR/launch.json (written here: pid, pid_start, host, command,
+is found again from DIR/status.json (core.training.rundir) and DIR/launch.json (written here: pid, pid_start, host, command,
 started; pid_start is rundir.process_start_time, so a reused pid does not pass for the process).
 
     configs = make_configs(data={"dataset": "mnist5k"}, train={"epochs": 2}, model={"channels": (16, 32)})
     launched = launch(runs_root() / "demo", configs)     # refuses a busy run directory (RunDirError)
-    stop(run_dir)                                          # STOP file (core.rundir.request_stop)
+    stop(run_dir)                                          # STOP file (core.training.rundir.request_stop)
     resume(run_dir, epochs=20)                             # relaunch with --resume
 """
 from __future__ import annotations
@@ -24,17 +24,17 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from core import rundir
-from core.checkpoint import atomic_write_bytes
+from core.training import rundir
+from core.model import atomic_write_bytes
 from core.data import DataConfig
 from core.model import ModelConfig
-from core.monitor import CHILDREN, LAUNCH_FILE, LOG_FILE, reap, summarize
-from core.train import TrainConfig, check_configs, default_model_config
+from core.runs.monitor import CHILDREN, LAUNCH_FILE, LOG_FILE, summarize
+from core.training import TrainConfig, check_configs, default_model_config
 
-__all__ = ["Configs", "Launched", "ARCHITECTURES", "make_configs", "parse_channels", "check_run_name",
-           "train_command", "launch", "resume", "stop", "reap"]
+__all__ = ["Configs", "Launched", "ARCHITECTURES", "make_configs", "parse_channels", "check_run_name", "default_run_name",
+           "train_command", "launch", "resume", "stop"]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARCHITECTURES = {  # name -> channels per stage (None: the dataset's default); kernels 3, pools 2 at every stage
     "default": None,
     "small (16, 32, 64)": (16, 32, 64),
@@ -42,7 +42,7 @@ ARCHITECTURES = {  # name -> channels per stage (None: the dataset's default); k
 }
 DEFAULT_KERNEL, DEFAULT_POOL = 3, 2
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-_CHILDREN = CHILDREN  # the registry of processes started here lives in core.monitor, which reaps them
+_CHILDREN = CHILDREN  # the registry of processes started here lives in core.runs.monitor, which reaps them
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from core.losses import UNLABELED
+from core.model import UNLABELED
 
 __all__ = [
     "DataConfig", "DatasetUnavailable", "DATASETS", "NATIVE_SHAPES", "MNIST5K_VAL_PER_CLASS",
@@ -220,7 +220,7 @@ def _load_rgb(path: str):
     for every unreadable file), before PIL decodes any pixel of it."""
     from PIL import Image
 
-    from core.images import MAX_PIXELS
+    from core.data.images import MAX_PIXELS
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from core.model import Decoding, Encoding
+from core.model.swwae import Decoding, Encoding
 
 __all__ = ["UNLABELED", "swwae_loss"]
 

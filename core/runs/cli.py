@@ -21,14 +21,14 @@ from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import Any
 
-import core.train as train_module
-from core import rundir
-from core.checkpoint import CheckpointError, load_checkpoint
+import core.training.loop as loop_module
+from core.training import rundir
+from core.model import CheckpointError, load_checkpoint
 from core.data import DataConfig
-from core.launch import default_run_name
+from core.runs.launcher import default_run_name
 from core.model import ModelConfig
-from core.monitor import runs_root
-from core.train import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, TrainConfig, TrainResult, default_model_config, train
+from core.runs.monitor import runs_root
+from core.training import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, TrainConfig, TrainResult, default_model_config, train
 
 __all__ = ["field_docs", "add_dataclass_arguments", "given_fields", "main"]
 
@@ -92,7 +92,7 @@ DRY_RUN_VAL_SAMPLES = 64
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m core.train", description=train_module.__doc__,
+        prog="python -m core.train", description=loop_module.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     run = parser.add_argument_group("run")
     run.add_argument("--run", "--run-dir", dest="run", metavar="DIR", help="run directory (config.json, "

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from core.model import SWWAE, ModelConfig
+from core.model.swwae import SWWAE, ModelConfig
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint",
            "atomic_write_bytes"]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from core import rundir
+from core.training import rundir
 
-__all__ = ["DeviceInfo", "describe", "list_devices", "run_device"]
+__all__ = ["DeviceInfo", "describe", "list_devices", "run_device", "resolve_device"]
 
 GIB = 2**30
 
@@ -69,3 +69,25 @@ def run_device(run_dir: str | os.PathLike, status: dict | None = None) -> str:
     except (OSError, ValueError, rundir.RunDirError):  # no config.json yet, or not a run's
         return ""
     return asked if isinstance(asked, str) else ""
+
+
+def resolve_device(name: str, *, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {name!r}: training runs on cpu, cuda or mps")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} asked for, but MPS is not available here")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device

@@ -226,7 +226,7 @@ def recon_tiles(image: np.ndarray, recon: np.ndarray) -> list[Tile]:
 
 
 def swap_tiles(a: np.ndarray, b: np.ndarray, result) -> list[Tile]:
-    """The Swap page's panel from A, B (C, H, W) and a core.experiments.SwapResult (tensors on any device)."""
+    """The Swap page's panel from A, B (C, H, W) and a core.analysis.SwapResult (tensors on any device)."""
     arrays = {name: getattr(result, name).detach().float().cpu().numpy()
               for name in ("recon_a", "recon_b", "what_a_where_b", "what_b_where_a", "no_where_a", "no_where_b")}
     return [
@@ -312,7 +312,7 @@ def side_by_side(pictures: list[np.ndarray], pad: int = 1, vertical: bool = Fals
 
 
 def unit_tiles(view, pool_size: int) -> list[Tile]:
-    """The Layers page's unit view from a core.experiments.UnitView: the channel's pre-pool, what (one Viridis
+    """The Layers page's unit view from a core.analysis.UnitView: the channel's pre-pool, what (one Viridis
     scale from 0 or the map's minimum to its maximum), where (coloured like `where_colors`, faded where the what is
     small), its decoding, its contribution (signed) and the whole image's reconstruction."""
     low = min(float(np.nanmin(view.pre_pool)), 0.0)

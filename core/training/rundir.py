@@ -35,7 +35,7 @@
                       the kernel releases it when that process dies, however it dies.
       STOP            created by anyone to ask the run to stop after the current step (removed when honoured)
       samples/epoch_0001.png   at each evaluation: validation images (top row) over their reconstructions
-      last.pt, best.pt         checkpoints (core.checkpoint format), written atomically: last.pt at every epoch
+      last.pt, best.pt         checkpoints (core.model.checkpoint format), written atomically: last.pt at every epoch
                                end, on stop and every TrainConfig.checkpoint_every steps; best.pt after an
                                evaluation marked "best" (highest val accuracy; unsupervised: lowest rec)
       .<file>.<random>.tmp     an atomic write in progress; one left by a kill mid-write is removed when the next
@@ -55,7 +55,7 @@ from typing import IO, Any
 
 import torch
 
-from core.checkpoint import atomic_write_bytes
+from core.model import atomic_write_bytes
 
 __all__ = [
     "CONFIG_FILE", "METRICS_FILE", "STATUS_FILE", "STOP_FILE", "LAST_CHECKPOINT", "BEST_CHECKPOINT", "SAMPLES_DIR",
@@ -268,7 +268,7 @@ def claim(run_dir: str | os.PathLike) -> Claim:
 
 
 def _remove_stale_temporaries(run_dir: Path) -> None:
-    """Partial files of atomic writes (core.checkpoint.atomic_write_bytes: .<name>.<random>.tmp) that a kill
+    """Partial files of atomic writes (core.model.atomic_write_bytes: .<name>.<random>.tmp) that a kill
     mid-write left behind. Only the trainer writes these names, and it holds the lock, so none is in progress."""
     names = (CONFIG_FILE, STATUS_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT)
     stale = [*(p for name in names for p in run_dir.glob(f".{name}.*.tmp")),

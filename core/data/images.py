@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["MAX_PIXELS", "MAX_ASPECT", "ImageDecodeError", "NoInkError", "decode_image", "read_pixels", "to_model_input",
+__all__ = ["MAX_PIXELS", "MAX_ASPECT", "MNIST_FRAME", "ImageDecodeError", "NoInkError", "decode_image", "read_pixels", "to_model_input",
            "decode_digit", "prepare_digit", "enlarge"]
 
 MAX_PIXELS = 20_000_000  # 20 megapixels: plenty for a photo of a digit, far below what could exhaust memory

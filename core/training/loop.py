@@ -1,0 +1,311 @@
+"""Train an SWWAE: one engine for the dashboard, the terminal and a multi-GPU server.
+
+    python -m core.train --dataset mnist5k --labels 100 --epochs 10 --run runs/demo
+    torchrun --nproc_per_node 4 -m core.train --dataset cifar10 --run-dir runs/cifar   # DDP, rank 0 writes
+
+`train()` reports through the run directory (core.training.rundir) and an optional callback; it knows nothing of any UI.
+Modes: 'supervised' trains on the labeled samples only; 'semi-supervised' on all, the ones without a kept label
+(DataConfig.labels) carrying -1; 'unsupervised' on all with no labels and lambda_nll off.
+
+The run, top to bottom in `_run`: `_set_up` (device, model, batches, optimizer; `_resume_from` last.pt), then per
+epoch `_train_epoch` (each step `train_step`, logged by `_log_and_check`) and `_evaluate_and_checkpoint`. Weights
+and images are channels_last on CPU and CUDA (`channels_last`); `compile` wraps the step in torch.compile.
+The command line (core.runs.cli, run as `python -m core.train`) sits above this module and is never imported by it.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from core.data import DataConfig, DeviceBatches, StreamBatches, fits_in_memory, materialize, one_per_class, open_split
+from core.model import SWWAE, UNLABELED, Checkpoint, ModelConfig, load_checkpoint
+from core.training import rundir
+from core.training.config import SEED_STRIDE, TrainConfig, TrainResult, check_configs, check_labels
+from core.training.devices import resolve_device
+from core.training.distributed import DistContext, all_reduce_sum, broadcast_buffers, init_distributed
+from core.training.evaluate import evaluate, is_better
+from core.training.optim import build_optimizer, restore_optimizer
+from core.training.schedule import learning_rate
+from core.training.state import Run, StopSignal, set_rng_state
+from core.training.step import StepWindow, autocast, loss_term_names, memory_format, training_net
+
+__all__ = ["train"]
+
+
+def _make_batches(data: DataConfig, model_config: ModelConfig, train: TrainConfig, split: str, *,
+                  ddp: DistContext, device: torch.device):
+    """DeviceBatches when the split fits `max_memory_mb`, else StreamBatches; applies the mode to the labels."""
+    shape = {"channels": model_config.in_channels, "image_size": model_config.image_size}
+    subset = open_split(data, split, **shape)
+    labels = subset.labels
+    check_labels(labels, model_config.num_classes, split)
+    if split == "train" and train.mode == "supervised":
+        subset = subset.take(torch.nonzero(labels != UNLABELED).flatten())
+    elif split == "train" and train.mode == "unsupervised":
+        subset = subset.take(torch.arange(len(labels)), torch.full_like(labels, UNLABELED))
+    batch_size = train.batch_size if split == "train" else train.eval_batch_size
+    if split == "train" and len(subset) // ddp.world_size < batch_size:
+        raise ValueError(f"only {len(subset)} training samples for {ddp.world_size} process(es), fewer than "
+                         f"batch_size {batch_size} each; lower --batch-size or keep more --labels")
+    common = dict(batch_size=batch_size, seed=train.seed, rank=ddp.rank, world_size=ddp.world_size, device=device)
+    mixed = split == "train" and train.mode == "semi-supervised" and data.labeled_per_batch > 0
+    if fits_in_memory(subset, max_memory_mb=data.max_memory_mb):
+        return DeviceBatches(materialize(subset), subset.labels, labeled_per_batch=data.labeled_per_batch if mixed else 0,
+                             **common)
+    if mixed:
+        raise ValueError("labeled_per_batch needs the training set held in memory; raise --max-memory-mb")
+    return StreamBatches(subset, workers=data.workers, **common)
+
+
+def _check_resumable(run_dir: Path, *, resume: bool) -> None:
+    if not resume and (run_dir / rundir.LAST_CHECKPOINT).exists():
+        raise rundir.RunDirError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run")
+    if resume and not (run_dir / rundir.LAST_CHECKPOINT).exists():
+        raise rundir.RunDirError(f"nothing to resume: {run_dir / rundir.LAST_CHECKPOINT} does not exist")
+
+
+def _claim_run_dir(run_dir: Path, *, resume: bool) -> rundir.Claim:
+    """Hold the run directory for this run (refused while another trainer holds it). Nothing in it changes until
+    every input has been checked: a refused resume leaves a finished run as it was."""
+    claim = rundir.claim(run_dir)
+    try:
+        _check_resumable(run_dir, resume=resume)
+    except BaseException:
+        claim.release()
+        raise
+    rundir.clear_stop(run_dir)  # a STOP left from before is no request to this run; one made from now on is
+    return claim
+
+
+def train(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    data_config: DataConfig,
+    *,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    progress: bool = False,
+    export_path: str | os.PathLike | None = None,
+) -> TrainResult:
+    """Train from scratch (or from run_dir/last.pt when `resume`) and return how it ended.
+
+    Rank 0 writes the run directory (if given) and calls `on_record` with each metrics record. The run stops
+    ('stopped') on SIGINT/SIGTERM, a STOP file in run_dir or `should_stop()`, after finishing its step;
+    it fails ('failed', result returned, not raised) on a non-finite loss, keeping the last good checkpoint.
+    `export_path`: at the end, also write the best weights (no optimizer state) there, e.g. a shipped model.
+    Raises ValueError / CheckpointError / RunDirError / DatasetUnavailable for bad input.
+    """
+    check_configs(model_config, train_config, data_config)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    ddp = init_distributed(use_cuda=resolve_device(train_config.device, local_rank=local_rank).type == "cuda")
+    run_dir = Path(run_dir) if run_dir is not None else None
+    claim: rundir.Claim | None = None
+    try:
+        with StopSignal() as stop_signal:
+            if run_dir is not None and ddp.is_main:  # rank 0 alone writes the run directory
+                claim = _claim_run_dir(run_dir, resume=resume)
+            return _run(model_config, train_config, data_config, ddp=ddp, stop_signal=stop_signal, run_dir=run_dir,
+                        resume=resume, on_record=on_record, should_stop=should_stop, progress=progress,
+                        export_path=export_path)
+    except BaseException as exc:  # leave no "running" status behind a dead run
+        if claim is not None:
+            _mark_failed(run_dir, exc)
+        raise
+    finally:
+        if claim is not None:
+            claim.release()
+        ddp.close()
+
+
+def _mark_failed(run_dir: Path, exc: BaseException) -> None:
+    """Turn this process' "running" status into "failed: <reason>"; best effort (the disk may be full)."""
+    status = rundir.read_status(run_dir)
+    if not status or status.get("state") != "running" or status.get("pid") != os.getpid():
+        return  # not started yet: the status (if any) is a previous run's, and stays as it was
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    try:
+        rundir.write_status(run_dir, "failed", step=status["step"], epoch=status["epoch"],
+                            message=f"{type(exc).__name__}: {reason}")
+    except OSError:
+        pass  # the original error says more than this one
+
+
+def _run(model_config, train_config, data_config, *, ddp, stop_signal, run_dir, resume, on_record, should_stop,
+         progress, export_path) -> TrainResult:
+    """Set up (or resume), then epochs of optimisation steps, each epoch closed by an evaluation and checkpoints."""
+    run = _set_up(model_config, train_config, data_config, ddp=ddp, run_dir=run_dir, resume=resume,
+                  stop_signal=stop_signal, should_stop=should_stop, on_record=on_record, export_path=export_path)
+    if progress and ddp.is_main:
+        from tqdm import tqdm
+        run.progress_bar = tqdm(total=run.total_steps, initial=run.step, unit="step", dynamic_ncols=True)
+    run.status("running", "resumed" if run.resumed else "started")
+    if run.step >= run.total_steps:
+        return run.finish("finished", f"already trained {run.step} of {run.total_steps} steps")
+    while run.epoch < train_config.epochs and run.step < run.total_steps:
+        ended = _train_epoch(run)
+        if ended is not None:
+            return ended  # stopped, or failed on a non-finite loss
+        _evaluate_and_checkpoint(run)
+    return run.finish("finished", f"trained {run.step} steps, {run.epoch} epochs")
+
+
+def _set_up(model_config: ModelConfig, tc: TrainConfig, data_config: DataConfig, *, ddp: DistContext,
+            run_dir: Path | None, resume: bool, **hooks) -> Run:
+    """Device, model, batches and optimizer, seeded per rank; a resumed run continues from last.pt. Rank 0 writes
+    config.json (and a "resume" record) and picks the sample images."""
+    device = resolve_device(tc.device, local_rank=ddp.local_rank)
+    writer = run_dir if ddp.is_main else None  # rank 0 alone writes (and has claimed the directory)
+    if writer is None and resume and run_dir is not None:
+        _check_resumable(run_dir, resume=True)
+    torch.manual_seed(tc.seed * SEED_STRIDE + ddp.rank)
+    checkpoint: Checkpoint | None = load_checkpoint(run_dir / rundir.LAST_CHECKPOINT) if resume else None
+    if checkpoint is not None and asdict(checkpoint.model_config) != asdict(model_config):
+        raise ValueError(f"the model config differs from the one {run_dir} was trained with; resume without "
+                         "architecture options")
+    model = checkpoint.model if checkpoint is not None else SWWAE(model_config)
+    model = model.to(device, memory_format=memory_format(tc, device)).train()
+    train_batches = _make_batches(data_config, model_config, tc, "train", ddp=ddp, device=device)
+    val_batches = _make_batches(data_config, model_config, tc, "val", ddp=ddp, device=device)
+    run = Run(config=tc, configs={"model": asdict(model_config), "train": asdict(tc), "data": asdict(data_config)},
+               ddp=ddp, device=device, writer=writer, model=model, optimizer=build_optimizer(model, tc),
+               augment=torch.Generator(device=device).manual_seed(tc.seed * SEED_STRIDE + ddp.rank),
+               train_batches=train_batches, val_batches=val_batches, shift=data_config.shift,
+               window=StepWindow(loss_term_names(model_config), device), **hooks)
+    if checkpoint is not None:
+        _resume_from(run, checkpoint, run_dir)
+    if writer is not None:
+        run.sample_images = _sample_images(val_batches, tc.samples)
+        rundir.write_config(writer, **run.configs)
+        if checkpoint is not None:
+            rundir.append_metrics(writer, {"kind": "resume", "step": run.step, "time": time.time()})
+    run.net = training_net(model, tc, ddp)
+    run.compile_pending = hasattr(run.net, "_orig_mod")  # torch.compile's wrapper: its first step compiles
+    run.started = time.time()
+    return run
+
+
+def _resume_from(run: Run, checkpoint: Checkpoint, run_dir: Path) -> None:
+    """Continue where last.pt left off: step and epoch, optimizer state, RNG streams, wall time, evaluations."""
+    tc, ddp = run.config, run.ddp
+    run.step, run.epoch, run.resumed = checkpoint.step, checkpoint.epoch, True
+    restore_optimizer(run.optimizer, checkpoint, tc)
+    if checkpoint.rng_state is not None and ddp.is_main:
+        set_rng_state(checkpoint.rng_state, run.augment)
+    elif ddp.enabled:  # only rank 0's streams are saved: the others continue from a seed that moves with the step
+        torch.manual_seed(tc.seed * SEED_STRIDE + ddp.rank + run.step)
+        run.augment.manual_seed(tc.seed * SEED_STRIDE + ddp.rank + run.step)
+    saved_steps_per_epoch = checkpoint.metrics.get("steps_per_epoch", run.steps_per_epoch)
+    if saved_steps_per_epoch != run.steps_per_epoch:
+        raise ValueError(f"{run_dir} was trained with {saved_steps_per_epoch} steps per epoch, now it would be "
+                         f"{run.steps_per_epoch}; resume with the same batch size, data and process count")
+    run.wall_before = float(checkpoint.metrics.get("wall_time", 0.0))
+    run.best_eval = dict(checkpoint.metrics.get("best_eval") or {})
+    run.last_eval = dict(checkpoint.metrics.get("last_eval") or {})
+
+
+def _sample_images(val_batches, samples: int) -> torch.Tensor | None:
+    """One validation image of each class, in class order (mnist5k's split is sorted by class): (S, C, H, W)."""
+    val_labels = torch.cat([labels.cpu() for _, labels in val_batches.in_order()])  # (N,): this rank's shard
+    rows, size = one_per_class(val_labels, samples).tolist(), val_batches.batch_size
+    wanted = {r // size for r in rows}  # the in-order batches that hold those rows
+    kept = {b: images for b, (images, _) in enumerate(val_batches.in_order()) if b in wanted}
+    return torch.stack([kept[r // size][r % size] for r in rows]) if rows else None  # (S, C, H, W)
+
+
+def _train_epoch(run: Run) -> TrainResult | None:
+    """Optimisation steps to the end of the epoch (or of max_steps), logging as it goes. Returns the result when
+    the run stops or fails on the way, else None."""
+    run.model.train()
+    for images, labels in run.train_batches.epoch(run.epoch, start_step=run.step - run.epoch * run.steps_per_epoch):
+        for group in run.optimizer.param_groups:
+            group["lr"] = learning_rate(run.step, config=run.config, total_steps=run.total_steps)
+        terms, logits = run.optimisation_step(images, labels)
+        run.window.add(run.step, terms, logits, labels)
+        run.step += 1
+        if run.progress_bar is not None:
+            run.progress_bar.update(1)
+        # Single process: look for a stop request every step (cheap, no device sync). DDP: at log steps, where all
+        # ranks agree through the all-reduce, so they stop at the same step.
+        local_stop = not run.ddp.enabled and run.stop_requested()
+        end_of_epoch = run.step % run.steps_per_epoch == 0
+        if local_stop or run.step % run.config.log_every == 0 or end_of_epoch or run.step >= run.total_steps:
+            ended = _log_and_check(run, end_of_epoch=end_of_epoch)
+            if ended is not None:
+                return ended
+        if run.step >= run.total_steps:
+            break
+    if run.step == (run.epoch + 1) * run.steps_per_epoch:  # the epoch ran to its end (not cut short by max_steps)
+        run.epoch += 1
+    return None
+
+
+def _log_and_check(run: Run, *, end_of_epoch: bool) -> TrainResult | None:
+    """At a log step: the "step" record; then fail on a non-finite loss, stop when asked (after saving last.pt) or
+    save last.pt every checkpoint_every steps. Returns the result when the run ends here, else None."""
+    failure, stop = _flush_window(run)
+    if failure:
+        return run.finish("failed", failure)
+    if stop:
+        run.save(rundir.LAST_CHECKPOINT)
+        if run.writer is not None:
+            rundir.clear_stop(run.writer)
+        return run.finish("stopped", f"stopped at step {run.step}")
+    if run.config.checkpoint_every and run.step % run.config.checkpoint_every == 0 and not end_of_epoch:
+        run.save(rundir.LAST_CHECKPOINT)
+    run.status("running")
+    return None
+
+
+def _flush_window(run: Run) -> tuple[str | None, bool]:
+    """Emit the window's "step" record and start a new window. Returns (a non-finite-loss message or None, whether
+    any rank asked to stop); under DDP one all-reduce carries the sums and both flags, so all ranks agree."""
+    window, names, world = run.window, run.window.names, run.ddp.world_size
+    flags = torch.tensor([float(window.first_bad_step >= 0), float(run.stop_requested())], device=run.device)
+    summed = all_reduce_sum(torch.cat([window.sums, flags]), run.ddp.enabled).tolist()
+    if window.steps:
+        elapsed = time.time() - window.start
+        correct, labeled = summed[len(names)], summed[len(names) + 1]
+        record = {"kind": "step", "step": run.step, "epoch": run.epoch}
+        record.update({n: v / (window.steps * world) for n, v in zip(names, summed)})
+        record.update(accuracy=correct / labeled if labeled else None, lr=run.optimizer.param_groups[0]["lr"],
+                      images_per_s=window.images * world / max(elapsed, 1e-9))
+        run.emit(record)
+        if run.progress_bar is not None:
+            run.progress_bar.set_postfix(loss=f"{record['total']:.4f}", epoch=run.epoch)
+    window.restart()
+    return window.failure(any_bad=summed[-2] > 0), summed[-1] > 0
+
+
+def _evaluate_and_checkpoint(run: Run) -> None:
+    """The end of an epoch: evaluate, then best.pt when this evaluation is the best so far, and last.pt."""
+    run.last_eval = _evaluate_and_log(run)
+    if run.last_eval.get("best"):
+        run.best_eval = run.last_eval
+        run.save(rundir.BEST_CHECKPOINT)
+    run.save(rundir.LAST_CHECKPOINT)
+    run.window.start = time.time()  # evaluation time is not training throughput
+
+
+def _evaluate_and_log(run: Run) -> dict[str, Any]:
+    """Evaluate on the validation batches, emit the "eval" record (marked best or not), write the samples PNG."""
+    model, tc = run.model, run.config
+    if run.ddp.enabled:  # BatchNorm running stats drift per rank; evaluate everyone with rank 0's
+        broadcast_buffers(model)
+    metrics = evaluate(model, run.val_batches.in_order(), config=tc, device=run.device, distributed=run.ddp.enabled)
+    record = {"kind": "eval", "step": run.step, "epoch": run.epoch, **metrics}
+    record["best"] = is_better(record, run.best_eval, by_accuracy=tc.mode != "unsupervised")
+    run.emit(record)
+    if run.writer is not None and run.sample_images is not None and len(run.sample_images):
+        model.eval()
+        with torch.no_grad(), autocast(run.device, tc):
+            recon = model.decode(model.encode(run.sample_images, check_finite=False)).recon  # (S, C, H, W)
+        model.train()
+        rundir.write_samples(run.writer, run.epoch, run.sample_images, recon)
+    return record
