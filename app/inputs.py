@@ -1,8 +1,10 @@
 """Input pickers shared by the pages: a dataset image (by index, or random), an uploaded picture, or a drawing.
 
 Widget keys are `<key>_source`, `<key>_index`, `<key>_upload`, `<key>_invert`, `<key>_prepare` and `<key>_canvas`
-for a picker created with `key`. For a digit-like model (1 x 28 x 28 input) uploads and drawings are prepared the
-way the MNIST digits were made (`core.data.prepare_digit`) and a preview shows what the model sees.
+for a picker created with `key`. Uploads and drawings are prepared the way the model's dataset was made: like the
+MNIST digits (`core.data.prepare_digit`) for a digits model, like Fashion-MNIST's products
+(`core.data.prepare_product`) for a Fashion-MNIST model (both of 1 x 28 x 28 input), with a switch to turn it off
+and a preview of what the model sees.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import streamlit as st
 import torch
 
 from app.sidebar import Explorer
-from core.data import MNIST_FRAME, ImageDecodeError, NoInkError, decode_digit, decode_image, enlarge
+from core.data import ImageDecodeError, NoInkError, decode_image, decode_prepared, enlarge, preparation_for
 
 __all__ = ["Picked", "pick_image", "IMAGE_TYPES"]
 
@@ -23,8 +25,13 @@ _INVERT = {"auto": None, "no": False, "yes": True}
 CANVAS_SIDE, STROKE_WIDTH = 280, 20  # px: a 28x28 digit drawn at 10x, strokes about 2 px wide once scaled down
 TOOLBAR_SPACE = 24  # px
 PREVIEW_SCALE = 4  # the model's 28x28 input shown as 112x112 crisp blocks
-PREPARE_HELP = ("Find the ink (light or dark), crop it, scale it to fit 20x20 and centre it by its centre of mass "
-                "in 28x28, as the MNIST digits were made. Off: letterbox and resize the whole picture.")
+PREPARE_LABELS = {"digit": "Prepare like MNIST", "product": "Prepare like Fashion-MNIST"}
+PREPARE_HELP = {
+    "digit": "Find the ink (light or dark), crop it, scale it to fit 20x20 and centre it by its centre of mass "
+             "in 28x28, as the MNIST digits were made. Off: letterbox and resize the whole picture.",
+    "product": "Trim the plain background around the item, resize its longest side to 28, centre it and make it "
+               "light on black, as Fashion-MNIST's images were made. Off: letterbox and resize the whole picture.",
+}
 
 
 @dataclass
@@ -32,6 +39,7 @@ class Picked:
     image: torch.Tensor  # (C, H, W) in [0, 1], the model's shape
     caption: str
     label: int | None  # dataset label, when known
+    label_name: str | None = None  # its class name in the examples' dataset
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -40,14 +48,9 @@ def _decode(sha256: str, channels: int, size: int, invert: bool | None, name: st
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _decode_digit(sha256: str, size: int, invert: bool | None, name: str,  # noqa: ARG001 - sha256 is the key
-                  _data: bytes) -> torch.Tensor:
-    return decode_digit(_data, size=size, invert=invert, name=name)
-
-
-def _digit_like(channels: int, size: int) -> bool:
-    """A model of MNIST's input (1 x 28 x 28): uploads and drawings are prepared the way its digits were made."""
-    return (channels, size) == (1, MNIST_FRAME)
+def _decode_prepared(sha256: str, style: str, size: int, invert: bool | None, name: str,  # noqa: ARG001
+                     _data: bytes) -> torch.Tensor:
+    return decode_prepared(_data, style, size=size, invert=invert, name=name)
 
 
 def _show_preview(image: torch.Tensor) -> None:
@@ -56,17 +59,17 @@ def _show_preview(image: torch.Tensor) -> None:
              width=width * PREVIEW_SCALE)
 
 
-def _uploaded(key: str, channels: int, size: int) -> Picked | None:
+def _uploaded(key: str, channels: int, size: int, style: str | None) -> Picked | None:
     """The upload widgets; the picked upload, or None (nothing uploaded, or unusable: said with st.error)."""
     uploaded = st.file_uploader("Image (PNG, JPEG, ...)", type=IMAGE_TYPES, key=f"{key}_upload",
                                 help="Converted to the model's channels and size; over 20 megapixels or "
                                      "animated is refused.")
     invert_col, prepare_col = st.columns(2)
     invert = invert_col.radio("Invert", list(_INVERT), key=f"{key}_invert", horizontal=True,
-                              help="auto: invert a dark drawing on a light background (the digits are light on "
+                              help="auto: invert a dark picture on a light background (the datasets are light on "
                                    "black)")
-    prepare = _digit_like(channels, size) and prepare_col.toggle("Prepare like MNIST", value=True, key=f"{key}_prepare",
-                                                   help=PREPARE_HELP)
+    prepare = style is not None and prepare_col.toggle(PREPARE_LABELS[style], value=True, key=f"{key}_prepare",
+                                                       help=PREPARE_HELP[style])
     if uploaded is None:
         return None
     data = uploaded.getvalue()
@@ -74,8 +77,8 @@ def _uploaded(key: str, channels: int, size: int) -> Picked | None:
     try:
         if prepare:
             try:
-                image = _decode_digit(sha256, size, _INVERT[invert], uploaded.name, data)
-            except NoInkError as exc:  # a picture, but no digit stands out: show it as it is
+                image = _decode_prepared(sha256, style, size, _INVERT[invert], uploaded.name, data)
+            except NoInkError as exc:  # a picture, but nothing stands out: show it as it is
                 st.warning(f"{exc}; showing the picture without preparation.")
                 image = _decode(sha256, channels, size, _INVERT[invert], uploaded.name, data)
         else:
@@ -83,13 +86,13 @@ def _uploaded(key: str, channels: int, size: int) -> Picked | None:
     except ImageDecodeError as exc:
         st.error(f"{exc}")
         return None
-    if _digit_like(channels, size):  # prepared or not: what the model sees
+    if style is not None:  # prepared or not: what the model sees
         with prepare_col:
             _show_preview(image)
     return Picked(image, uploaded.name, None)
 
 
-def _drawn(key: str, channels: int, size: int) -> Picked | None:
+def _drawn(key: str, channels: int, size: int, style: str | None) -> Picked | None:
     """The drawing canvas; the drawing prepared for the model, or None while nothing is drawn."""
     # Imported here: importing the package registers a components-v2 component, which fails outside a Streamlit
     # runtime (a bare `import app.inputs`) and is work no other source needs.
@@ -100,7 +103,8 @@ def _drawn(key: str, channels: int, size: int) -> Picked | None:
         drawing = st_canvas(stroke_width=STROKE_WIDTH, stroke_color="#FFFFFF", background_color="#000000",
                             width=CANVAS_SIDE, height=CANVAS_SIDE, drawing_mode="freedraw",
                             return_image_data=True, key=f"{key}_canvas")
-    st.caption("Draw one digit with the mouse, light on dark like the dataset; the toolbar over the canvas "
+    thing = "clothing item" if style == "product" else "digit"
+    st.caption(f"Draw one {thing} with the mouse, light on dark like the dataset; the toolbar over the canvas "
                "undoes or clears it.")
     objects = (drawing.json_data or {}).get("objects") or []
     data = drawing.image_bytes
@@ -108,8 +112,8 @@ def _drawn(key: str, channels: int, size: int) -> Picked | None:
         return None
     sha256 = hashlib.sha256(data).hexdigest()
     try:
-        if _digit_like(channels, size):
-            image = _decode_digit(sha256, size, False, "drawing", data)
+        if style is not None:
+            image = _decode_prepared(sha256, style, size, False, "drawing", data)
         else:
             image = _decode(sha256, channels, size, False, "drawing", data)
     except ImageDecodeError:  # strokes dragged off the canvas, or erased: nothing to show yet
@@ -127,15 +131,17 @@ def pick_image(explorer: Explorer, key: str, label: str, default_index: int = 0)
     """Widgets to choose one input image; an unusable upload shows st.error and falls back to the dataset."""
     examples = explorer.examples
     channels, _, size = explorer.model.input_shape
+    style = preparation_for(explorer.checkpoint.dataset, channels, size)
     sources = (["Dataset"] if examples is not None else []) + ["Upload", "Draw"]
     source = st.radio(label, sources, key=f"{key}_source", horizontal=True)
     if source != "Dataset":
-        picked = _uploaded(key, channels, size) if source == "Upload" else _drawn(key, channels, size)
+        picked = _uploaded(key, channels, size, style) if source == "Upload" else _drawn(key, channels, size, style)
         if picked is not None:
             return picked
-        waiting_for = "an image is uploaded" if source == "Upload" else "a digit is drawn"
+        thing = "an item" if style == "product" else "a digit"
+        waiting_for = "an image is uploaded" if source == "Upload" else f"{thing} is drawn"
         if examples is None:
-            st.info(f"{'Upload an image' if source == 'Upload' else 'Draw a digit'} to continue.")
+            st.info(f"{'Upload an image' if source == 'Upload' else 'Draw ' + thing} to continue.")
             st.stop()
         st.caption(f"Showing the dataset image below until {waiting_for}.")
     count = len(examples.images)
@@ -147,4 +153,5 @@ def pick_image(explorer: Explorer, key: str, label: str, default_index: int = 0)
     dice_col.button("Random", key=f"{key}_random", on_click=_randomize, args=(key, count),
                     help="A random dataset image")
     label_value = int(examples.labels[index])
-    return Picked(examples.images[index], f"#{index} (label {label_value})", label_value)
+    return Picked(examples.images[index], f"#{index} ({examples.label_name(index)})", label_value,
+                  examples.label_name(index))

@@ -24,7 +24,7 @@ import streamlit as st
 import torch
 
 from core.model import Checkpoint, CheckpointError, load_checkpoint
-from core.data import NATIVE_SHAPES, DataConfig, load_split
+from core.data import NATIVE_SHAPES, class_names, load_examples
 from core.runs import runs_root
 from core.analysis import check_viewable
 
@@ -46,7 +46,7 @@ MODEL_ERROR = "model_error"  # one-line reason the last choice or upload failed,
 MODEL_UPLOAD = "model_upload"  # file_uploader widget for .pt files
 UPLOADS = "model_uploads"  # {source: bytes} of uploaded checkpoints that loaded
 DEVICE = "device"  # 'cpu' or 'cuda'
-DATASET = "dataset"  # name of the example dataset (a core.data name)
+DATASET = "dataset"  # name of the example dataset (a core.data name); follows the loaded model's dataset
 EXPLORER = "explorer"  # the Explorer built by this run's sidebar, read by the pages through current()
 
 
@@ -55,6 +55,13 @@ class Examples:
     name: str
     images: torch.Tensor  # (N, C, H, W) in [0, 1], converted to the model's channels and size
     labels: torch.Tensor  # (N,)
+    description: str  # what they are: "500 validation images", "1,000 shipped test images (100 per class)"
+    class_names: tuple[str, ...]  # the name of each label of this dataset
+
+    def label_name(self, index: int) -> str:
+        """The class name of example `index`."""
+        label = int(self.labels[index])
+        return self.class_names[label] if 0 <= label < len(self.class_names) else str(label)
 
 
 @dataclass
@@ -71,6 +78,11 @@ class Explorer:
     def model(self):
         return self.checkpoint.model
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The name of each of the model's classes, from the dataset it was trained on (numbers when unknown)."""
+        return class_names(self.checkpoint.dataset, self.checkpoint.model_config.num_classes)
+
 
 @st.cache_resource(max_entries=8, show_spinner="Loading checkpoint...")
 def _load_file(path: str, mtime_ns: int, size: int, device: str) -> Checkpoint:  # noqa: ARG001 - cache key
@@ -84,9 +96,9 @@ def _load_bytes(sha256: str, device: str, _data: bytes) -> Checkpoint:  # noqa: 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading examples...")
 def _load_examples(dataset: str, channels: int, image_size: int) -> Examples:
-    images, labels = load_split(DataConfig(dataset=dataset, download=False), "val", channels=channels,
-                                image_size=image_size)
-    return Examples(dataset, images, labels)
+    examples = load_examples(dataset, channels=channels, image_size=image_size)
+    return Examples(dataset, examples.images, examples.labels, examples.description,
+                    class_names(dataset, int(examples.labels.max()) + 1 if len(examples.labels) else 0))
 
 
 def _resolve(source: str) -> Path:
@@ -137,13 +149,16 @@ def _label(source: str) -> str:
 def _try_switch(source: str) -> None:
     """Load `source`; on success it becomes the model, on failure the choice reverts and the reason is kept."""
     try:
-        check_viewable(load_source(source, st.session_state[DEVICE]).model_config)
+        checkpoint = load_source(source, st.session_state[DEVICE])
+        check_viewable(checkpoint.model_config)
     except CheckpointError as exc:
         st.session_state[MODEL_ERROR] = f"Could not load {_label(source)}: {exc}. Kept {_label(st.session_state[MODEL_LOADED])}."
         st.session_state[MODEL_CHOICE] = st.session_state[MODEL_LOADED]
         return
     st.session_state[MODEL_LOADED] = source
     st.session_state[MODEL_CHOICE] = source
+    if checkpoint.dataset in NATIVE_SHAPES:  # the examples follow the model to its own dataset
+        st.session_state[DATASET] = checkpoint.dataset
 
 
 def _on_choice() -> None:
@@ -195,15 +210,18 @@ def render() -> Explorer | None:
         if MODEL_ERROR in st.session_state:
             st.error(st.session_state.pop(MODEL_ERROR))
         st.selectbox("Examples", [name for name in NATIVE_SHAPES], key=DATASET,
-                     help="Validation images, converted to the model's channels and size.")
+                     help="Images of a dataset, converted to the model's channels and size; the loaded model's "
+                          "own dataset unless you choose another.")
         st.radio("Device", devices, key=DEVICE, horizontal=True)
 
         explorer = _build_explorer()
         if explorer is not None:
             cfg = explorer.checkpoint.model_config
-            st.caption(f"{cfg.pooling} pooling, stages {list(cfg.channels)}, input {cfg.in_channels}x"
-                       f"{cfg.image_size}x{cfg.image_size}; step {explorer.checkpoint.step}, "
-                       f"epoch {explorer.checkpoint.epoch}")
+            trained_on = explorer.checkpoint.dataset or "an unnamed dataset"
+            examples = f"; examples: {explorer.examples.description}" if explorer.examples is not None else ""
+            st.caption(f"Trained on {trained_on}: {cfg.pooling} pooling, stages {list(cfg.channels)}, input "
+                       f"{cfg.in_channels}x{cfg.image_size}x{cfg.image_size}; step {explorer.checkpoint.step}, "
+                       f"epoch {explorer.checkpoint.epoch}{examples}")
     st.session_state[EXPLORER] = explorer
     return explorer
 

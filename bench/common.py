@@ -1,16 +1,14 @@
-"""Shared pieces of the results scripts: the official MNIST test set, test error and MSE, result files."""
+"""Shared pieces of the results scripts: the official test sets, test error and MSE, result files."""
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from core.data import DeviceBatches
+from core.data import IDX_FILES, DataConfig, DeviceBatches, load_idx_split, load_split
 from core.model import SWWAE
 from core.training import TrainConfig, evaluate
 
@@ -18,26 +16,27 @@ RESULTS_DIR = Path(__file__).resolve().parents[1] / "docs" / "results"
 DEFAULT_TEST_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """An IDX file (optionally gzipped), as the MNIST files are stored: big-endian header, then uint8 data."""
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    dims = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
 def load_mnist_test(test_dir: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
     """The official MNIST test set: images (10000, 1, 28, 28) in [0, 1], labels (10000,)."""
     test_dir = Path(test_dir)
-    paths = {kind: next((p for p in (test_dir / f"t10k-{kind}-ubyte.gz", test_dir / f"t10k-{kind}-ubyte")
-                         if p.is_file()), None) for kind in ("images-idx3", "labels-idx1")}
-    missing = [kind for kind, path in paths.items() if path is None]
-    if missing:
+    paths = [next((p for p in (test_dir / f"{name}.gz", test_dir / name) if p.is_file()), None)
+             for name in IDX_FILES["test"]]
+    if None in paths:
         raise SystemExit(f"MNIST test files not found in {test_dir} (t10k-images-idx3-ubyte[.gz], "
                          f"t10k-labels-idx1-ubyte[.gz]); pass --test-data DIR")
-    images = torch.from_numpy(_read_idx(paths["images-idx3"]).copy()).float().div_(255).unsqueeze(1)
-    labels = torch.from_numpy(_read_idx(paths["labels-idx1"]).astype(np.int64))
-    return images, labels
+    images, labels = load_idx_split(*paths)  # (N, 28, 28) uint8, (N,)
+    return images.float().div(255).unsqueeze(1), labels
+
+
+def load_test(pool: str, test_dir: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official test set of a pool: MNIST's from `test_dir` for mnist5k and mnist, else the dataset's own
+    'test' split (core.data, found where the dataset is installed)."""
+    if pool in ("mnist5k", "mnist"):
+        return load_mnist_test(test_dir)
+    try:
+        return load_split(DataConfig(dataset=pool, download=False), "test")
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def test_metrics(model: SWWAE, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> dict[str, float]:

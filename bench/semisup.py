@@ -26,7 +26,7 @@ from multiprocessing import get_context
 
 import torch
 
-from bench.common import DEFAULT_TEST_DATA, RESULTS_DIR, append_jsonl, load_mnist_test, read_jsonl, test_metrics
+from bench.common import DEFAULT_TEST_DATA, RESULTS_DIR, append_jsonl, load_test, read_jsonl, test_metrics
 from core.data import DataConfig
 from core.model import digits_config
 from core.model import POOLING_MODES
@@ -70,7 +70,7 @@ def run_one(arm: str, labels: int, seed: int, args: argparse.Namespace) -> dict:
     result = train(model_config, train_config, data_config)
     if result.state != "finished":
         raise RuntimeError(f"{arm} N={labels} seed={seed} ended {result.state}: {result.message}")
-    test = test_metrics(result.model.cpu(), *load_mnist_test(args.test_data))
+    test = test_metrics(result.model.cpu(), *load_test(args.pool, args.test_data))
     return {"pool": args.pool, "labels": labels, "arm": arm, "seed": seed, "steps": result.step,
             "settings": settings_key(args), **test, "val_accuracy": result.last_eval.get("accuracy"),
             "seconds": round(time.time() - started, 1),
@@ -95,7 +95,8 @@ def summarize(records: list[dict]) -> dict:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--test-data", default=str(DEFAULT_TEST_DATA), help="folder of the MNIST t10k IDX files")
-    parser.add_argument("--pool", default="mnist5k", help="training pool: mnist5k, or mnist when its files are present")
+    parser.add_argument("--pool", default="mnist5k", help="training pool: mnist5k, or mnist / fashion-mnist (their 55,000 "
+                        "training images) when their files are present; the test set is the pool's official one")
     parser.add_argument("--data-dir", default="data", help="where torchvision datasets live (for --pool mnist)")
     parser.add_argument("--labels", type=int, nargs="+", default=[100, 600, 1000, 3000])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -123,7 +124,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     out = type(RESULTS)(args.out)
-    load_mnist_test(args.test_data)  # fail early, with the one-line message, if the test set is missing
+    load_test(args.pool, args.test_data)  # fail early, with the one-line message, if the test set is missing
     key = settings_key(args)
     done = {(r["pool"], r["labels"], r["arm"], r["seed"]) for r in read_jsonl(out) if r["settings"] == key}
     todo = [(arm, n, seed) for n in args.labels for seed in args.seeds for arm in args.arms

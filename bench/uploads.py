@@ -1,7 +1,15 @@
-"""How well does the shipped model read a photographed digit? Old conversion vs MNIST-style preparation.
+"""How well does a shipped model read a photographed digit or clothing item? Plain conversion vs its dataset's
+preparation.
 
     python -m bench.uploads [--checkpoint checkpoints/default.pt] [--seed 0] [--max-fonts 0] [--dry-run]
+    python -m bench.uploads --dataset fashion-mnist [--checkpoint checkpoints/fashion.pt] [--max-items 0]
 
+Fashion-MNIST (`--dataset fashion-mnist`): each of the 1,000 shipped test images (core.data.load_examples) becomes a
+photo the same way as a digit below (the product's intensity as its ink: a dark item on light grey paper,
+off-centre, tilted, blurred, noisy, JPEG); it is classified as the test image itself, after the plain conversion
+and after core.data.prepare_product (Fashion-MNIST's recipe: trim, longest side 28, centre, negate).
+
+Digits (the default):
 For every TrueType / OpenType font on this machine (`fc-list`, else /usr/share/fonts) and every digit 0-9, two
 pictures are made in a temporary folder (deleted at the end):
 - photo: dark ink on light grey paper, the digit off-centre on a 400x300 canvas at a random height (25-55% of
@@ -26,7 +34,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from core.model import load_checkpoint
 from core.analysis import classify
-from core.data import decode_digit, decode_image
+from core.data import decode_digit, decode_image, decode_prepared, load_examples
 
 CANVAS = (400, 300)  # photo width, height
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts")
@@ -56,12 +64,13 @@ def glyph(font_path: Path, digit: int, height: int) -> np.ndarray:
     return ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # (h, w)
 
 
-def photo(ink: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    """Dark ink on light grey paper, off-centre on a CANVAS, tilted, blurred and noisy (grayscale, uint8)."""
+def photo(ink: np.ndarray, rng: np.random.Generator, *, by_longest_side: bool = False) -> Image.Image:
+    """Dark ink on light grey paper, off-centre on a CANVAS, tilted, blurred and noisy (grayscale, uint8). Its
+    height is 25-55% of the canvas height (`by_longest_side`: its longer side, for wide clothing items)."""
     width, height = CANVAS
     tilted = np.asarray(Image.fromarray(ink).rotate(float(rng.uniform(-4, 4)), resample=Image.Resampling.BILINEAR,
                                                     expand=True), dtype=np.float32)  # (h', w')
-    scale = rng.uniform(0.25, 0.55) * height / tilted.shape[0]
+    scale = rng.uniform(0.25, 0.55) * height / (max(tilted.shape) if by_longest_side else tilted.shape[0])
     size = (max(1, round(tilted.shape[1] * scale)), max(1, round(tilted.shape[0] * scale)))
     glyph_ink = np.asarray(Image.fromarray(tilted).resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
     coverage = np.zeros((height, width), dtype=np.float32)
@@ -90,13 +99,46 @@ def save(image: Image.Image, path: Path, **options) -> bytes:
     return path.read_bytes()
 
 
+def product_photos(args: argparse.Namespace, rng: np.random.Generator) -> dict:
+    """Classify the shipped Fashion-MNIST test images as they are and as photos, plain and prepared."""
+    started = time.time()
+    model = load_checkpoint(args.checkpoint, map_location="cpu").model.eval()
+    examples = load_examples("fashion-mnist", channels=1, image_size=28)
+    count = 20 if args.dry_run else (args.max_items or len(examples.labels))
+    inputs: dict[str, list[torch.Tensor]] = {"test_image": [], "photo_old": [], "photo_prepared": []}
+    with tempfile.TemporaryDirectory(prefix="swwae-uploads-") as folder:
+        for index in range(count):
+            item = examples.images[index, 0].numpy()  # (28, 28), light on black
+            rows, cols = np.nonzero(item.max(axis=1) > 0)[0], np.nonzero(item.max(axis=0) > 0)[0]
+            ink = np.asarray(Image.fromarray(item[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]).resize(
+                (8 * (cols[-1] - cols[0] + 1), 8 * (rows[-1] - rows[0] + 1)), Image.Resampling.BILINEAR))
+            data = save(photo(ink, rng, by_longest_side=True), Path(folder) / f"{index:04d}.jpg", quality=int(rng.integers(60, 86)))
+            inputs["test_image"].append(examples.images[index])
+            inputs["photo_old"].append(decode_image(data, channels=1, size=28))
+            inputs["photo_prepared"].append(decode_prepared(data, "product", size=28))
+    labels = examples.labels[:count].numpy()
+    accuracy = {kind: round(float((classify(model, torch.stack(images)).argmax(axis=1) == labels).mean()), 4)
+                for kind, images in inputs.items()}
+    return {"accuracy": accuracy, "items": count, "dataset": "fashion-mnist", "checkpoint": args.checkpoint,
+            "seed": args.seed, "canvas": list(CANVAS), "seconds": round(time.time() - started, 1)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="checkpoints/default.pt")
+    parser.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist",
+                        help="digits drawn from fonts (mnist) or the shipped Fashion-MNIST test images")
+    parser.add_argument("--checkpoint", default=None, help="default: checkpoints/default.pt, or fashion.pt")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-fonts", type=int, default=0, help="use at most this many fonts (0 = all)")
-    parser.add_argument("--dry-run", action="store_true", help="two fonts, to check the script runs")
+    parser.add_argument("--max-items", type=int, default=0, help="fashion: use at most this many images (0 = all)")
+    parser.add_argument("--dry-run", action="store_true", help="two fonts (20 items), to check the script runs")
     args = parser.parse_args(argv)
+    args.checkpoint = args.checkpoint or ("checkpoints/fashion.pt" if args.dataset == "fashion-mnist"
+                                          else "checkpoints/default.pt")
+    if args.dataset == "fashion-mnist":
+        result = product_photos(args, np.random.default_rng(args.seed))
+        print(json.dumps(result, indent=2))
+        return result
     started = time.time()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)

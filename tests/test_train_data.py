@@ -46,21 +46,27 @@ def idx_root(tmp_path) -> tuple[Path, dict[str, tuple[np.ndarray, np.ndarray]]]:
 def test_torchvision_idx_files_load_offline(idx_root, dataset, folder):
     root, arrays = idx_root
     config = DataConfig(dataset=dataset, data_dir=str(root), download=False)
-    for split, name in (("train", "train"), ("val", "t10k")):
+    images, labels = load_split(config, "test")  # the official test split, as written
+    expected_images, expected_labels = arrays[f"{folder}/t10k"]
+    assert images.shape == (len(expected_labels), 1, 28, 28) and images.dtype == torch.float32
+    assert torch.equal(images[:, 0], torch.from_numpy(expected_images).float() / 255)
+    assert torch.equal(labels, torch.from_numpy(expected_labels).long())
+    expected_images, expected_labels = arrays[f"{folder}/train"]  # train + val: the official training set
+    rows = {split: open_split(config, split).index for split in ("train", "val")}
+    assert len(rows["val"]) == TRAIN_COUNT // 10 and sorted(torch.cat(list(rows.values())).tolist()) == list(range(TRAIN_COUNT))
+    for split in ("train", "val"):
         images, labels = load_split(config, split)
-        expected_images, expected_labels = arrays[f"{folder}/{name}"]
-        assert images.shape == (len(expected_labels), 1, 28, 28) and images.dtype == torch.float32
-        assert torch.equal(images[:, 0], torch.from_numpy(expected_images).float() / 255)
-        assert torch.equal(labels, torch.from_numpy(expected_labels).long())
+        assert torch.equal(images[:, 0], torch.from_numpy(expected_images[rows[split].numpy()]).float() / 255)
+        assert torch.equal(labels, torch.from_numpy(expected_labels[rows[split].numpy()]).long())
     # the streamed path (one image at a time) agrees with the in-memory one
-    lazy = open_split(config, "val")
-    assert torch.equal(lazy[3][0], load_split(config, "val")[0][3]) and lazy[3][1] == 3
+    lazy = open_split(config, "test")
+    assert torch.equal(lazy[3][0], load_split(config, "test")[0][3]) and lazy[3][1] == 3
 
 
 def test_conversion_to_the_model_shape(idx_root):
     root, arrays = idx_root
     config = DataConfig(dataset="mnist", data_dir=str(root), download=False)
-    images, _ = load_split(config, "val", channels=3, image_size=32)
+    images, _ = load_split(config, "test", channels=3, image_size=32)
     assert images.shape == (TEST_COUNT, 3, 32, 32)
     assert torch.equal(images[:, 0], images[:, 2])  # gray copied to every channel
     gray = torch.from_numpy(arrays["MNIST/t10k"][0]).float()[:, None] / 255
@@ -73,7 +79,7 @@ def test_trains_on_torchvision_files(idx_root, tmp_path):
     model = digits_config(channels=(4, 8), kernel_sizes=(3, 3), pool_sizes=(2, 2), head_width=16)
     result = train(model, TrainConfig(epochs=1, batch_size=8, device="cpu", samples=2),
                    DataConfig(dataset="mnist", data_dir=str(root), download=False), run_dir=tmp_path / "run")
-    assert result.state == "finished" and result.step == TRAIN_COUNT // 8
+    assert result.state == "finished" and result.step == (TRAIN_COUNT - TRAIN_COUNT // 10) // 8  # less the hold-out
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10", "svhn"])

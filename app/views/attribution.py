@@ -20,17 +20,20 @@ predicted = int(probabilities.argmax())
 trained = explorer.checkpoint.classifier_trained
 
 
+names = explorer.class_names
+
+
 def class_label(choice) -> str:
-    """A class option; probabilities only where the head was trained (an untrained head's are noise)."""
+    """A class option by name; probabilities only where the head was trained (an untrained head's are noise)."""
     if not trained:
-        return f"head's top ({predicted})" if choice == "predicted" else str(choice)
-    return (f"predicted ({predicted}, p={probabilities[predicted]:.2f})" if choice == "predicted"
-            else f"{choice} (p={probabilities[choice]:.2f})")
+        return f"head's top ({names[predicted]})" if choice == "predicted" else names[choice]
+    return (f"predicted ({names[predicted]}, p={probabilities[predicted]:.2f})" if choice == "predicted"
+            else f"{names[choice]} (p={probabilities[choice]:.2f})")
 
 
 if not trained:
     st.info("This model was trained without labels (unsupervised): its classifier head keeps its random initial "
-            "weights. The maps still show which pixels move the chosen logit, but that logit means no digit.",
+            "weights. The maps still show which pixels move the chosen logit, but that logit means no class.",
             icon=":material/info:")
 settings = st.columns([1, 3, 1, 1])
 target_choice = settings[0].selectbox("Class", ["predicted"] + list(range(cfg.num_classes)), key="attr_target",
@@ -59,10 +62,10 @@ st.plotly_chart(figures.panel_figure(
                "coloraxis2": dict(colorscale=figures.SIGNED, cmin=-1, cmax=1,
                                   colorbar=dict(title="a / max|a|", len=0.8, thickness=12))}),
     key="attr_maps", config={"displaylogo": False})
-st.caption(f"Explaining class {target}{'' if trained else ' of an untrained head'}. Each map is scaled by its own "
+st.caption(f"Explaining class {names[target]}{'' if trained else ' of an untrained head'}. Each map is scaled by its own "
            "largest |attribution| (shown in its title).")
 if trained:
-    st.plotly_chart(figures.bar_figure([str(c) for c in range(cfg.num_classes)],
+    st.plotly_chart(figures.bar_figure(list(names),
                                        {"probability": probabilities.tolist()}, height=240,
                                        title="Class probabilities", y_range=(0, 1), highlight=target),
                     key="attr_probs", config={"displaylogo": False})

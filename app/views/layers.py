@@ -96,18 +96,19 @@ def overview(explorer: Explorer, picked: Picked, encoding, decoding) -> None:
     overview_col, probs_col = st.columns([3, 2])
     overview_col.image(panel_png(recon_tiles(image, recon), 3, scale=6))  # a PNG: cheap for the browser to draw
     recon_mse = mse(decoding.recon, picked.image)
-    metrics = iter(overview_col.columns(4))
+    metrics = iter(overview_col.columns([1.8, 1, 1, 1]))  # class names ("Ankle boot") need the room
     if trained:
         probabilities = class_probabilities(encoding.logits)[0]
         predicted = int(probabilities.argmax())
-        next(metrics).metric("Predicted", predicted,
-                             help=f"label {picked.label}" if picked.label is not None else None)
+        names = explorer.class_names
+        next(metrics).metric("Predicted", names[predicted],
+                             help=f"label: {picked.label_name}" if picked.label_name is not None else None)
         next(metrics).metric("Confidence", f"{probabilities[predicted]:.1%}")
     next(metrics).metric("Recon MSE", f"{recon_mse:.4f}")
     next(metrics).metric("Recon PSNR", f"{psnr(recon_mse):.1f} dB")
     if trained:
         probs_col.plotly_chart(figures.bar_figure(
-            [str(c) for c in range(len(probabilities))], {"probability": probabilities.tolist()}, height=300,
+            list(explorer.class_names), {"probability": probabilities.tolist()}, height=300,
             title="Class probabilities", y_range=(0, 1), highlight=predicted), key="layers_probs",
             config={"displaylogo": False})
     else:
@@ -202,11 +203,11 @@ def unit_section(explorer: Explorer, picked: Picked, views: list[StageView]) -> 
         return
     key = (explorer.source, explorer.checkpoint.step, explorer.device, examples.name)
     indices, peaks, decodings = _top_units(*key, stage, channel, model, examples.images)
-    st.markdown(f"**Top {len(indices)}** of the {len(examples.images)} {examples.name} validation images by this "
-                "unit's largest what, each above the unit's decoding of it; captions: #index (label): largest what")
+    st.markdown(f"**Top {len(indices)}** of the {examples.name} examples ({examples.description}) by this unit's "
+                "largest what, each above the unit's decoding of it; captions: #index (class): largest what")
     pictures = [crisp_pixels(side_by_side([display_image(examples.images[i].numpy()), display_image(decoded)],
                                           vertical=True), TOP_SIDE) for i, decoded in zip(indices, decodings)]
-    st.image(pictures, caption=[f"#{i} ({int(examples.labels[i])}): {p:.2f}" for i, p in zip(indices, peaks)],
+    st.image(pictures, caption=[f"#{i} ({examples.label_name(i)}): {p:.2f}" for i, p in zip(indices, peaks)],
              width=pictures[0].shape[1], output_format="PNG")  # natural size: crisp pixels
 
 

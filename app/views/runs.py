@@ -10,10 +10,9 @@ import streamlit as st
 
 from app.curves import curves_figure, run_colour
 from app.sidebar import request_model
-from core.training import rundir
-from core.training import run_device
-from core.runs import resume, stop
-from core.runs import MetricsReader, RunSummary, curves, discover_runs, plain, runs_root, summarize
+from core.data import class_names
+from core.runs import MetricsReader, RunSummary, curves, discover_runs, plain, resume, runs_root, stop, summarize
+from core.training import rundir, run_device
 
 REFRESH_S = 2.0
 MAX_POINTS = 2000  # per line; longer runs are averaged over buckets of records
@@ -85,6 +84,18 @@ def reader_for(path: Path) -> MetricsReader:
     return reader
 
 
+def sample_classes(run_dir: Path) -> str:
+    """The classes of a run's sample strip, left to right (one validation image per class, in class order), or ""
+    when its config.json does not say."""
+    try:
+        config = rundir.read_config(run_dir)
+        names = class_names(config["data"].get("dataset"), int(config["model"].get("num_classes", 10)))
+        count = int(config["train"].get("samples", 8))
+    except (rundir.RunDirError, OSError, KeyError, TypeError, ValueError, AttributeError):
+        return ""
+    return ", ".join(names[:count])
+
+
 def run_panel(summary: RunSummary, reader: MetricsReader, colour: str) -> None:
     st.markdown(f"<span style='color:{colour}'>■</span> **{plain(summary.name)}** {STATE_BADGES.get(summary.state, '')}",
                 unsafe_allow_html=True)
@@ -98,10 +109,15 @@ def run_panel(summary: RunSummary, reader: MetricsReader, colour: str) -> None:
         st.caption(f"last validation (epoch {best.get('epoch', 0):.0f}): accuracy "
                    f"{'n/a' if accuracy != accuracy else f'{100 * accuracy:.2f}%'}, reconstruction MSE "
                    f"{best.get('rec', float('nan')):.5f}")
+    test = (summary.status or {}).get("test")
+    if isinstance(test, dict) and isinstance(test.get("accuracy"), (int, float)):
+        st.caption(f"test ({plain(test.get('checkpoint', 'best.pt'))}, {test.get('images', 0):,} images): accuracy "
+                   f"{100 * test['accuracy']:.2f}%, reconstruction MSE {test.get('rec', float('nan')):.5f}")
     samples = rundir.list_samples(summary.path)
     if samples:
-        st.image(str(samples[-1]), caption=f"{samples[-1].stem.replace('_', ' ')}: validation images (top) and "
-                 "their reconstructions (bottom)", width="stretch")
+        classes = sample_classes(summary.path)
+        st.image(str(samples[-1]), caption=f"{samples[-1].stem.replace('_', ' ')}: validation images (top"
+                 f"{': ' + plain(classes) if classes else ''}) and their reconstructions (bottom)", width="stretch")
     elif summary.active:
         st.caption("Reconstructions appear after the first epoch's evaluation.")
     buttons = st.columns(2)

@@ -17,7 +17,9 @@ from core.analysis import (
 from core.analysis import Tile, display_image, panel_png, swap_grid, swap_tiles
 
 MAX_MATRIX = 8
-NONE_MODEL = "checkpoints/ablation_none.pt"  # the where ablation's model trained without where, when shipped
+NONE_MODELS = {  # dataset -> the where ablation's model trained without where on it, when shipped
+    "mnist5k": "checkpoints/ablation_none.pt", "fashion-mnist": "checkpoints/fashion_ablation_none.pt",
+}
 ROW_NAMES = {"recon_a": "recon(A)", "recon_b": "recon(B)", "what_a_where_b": "what A + where B",
              "what_b_where_a": "what B + where A", "no_where_a": "where ignored (A)", "no_where_b": "where ignored (B)"}
 PROBE_SETS = {"image A (chance: image B)": 1, "50 dataset digits": 50, "200 dataset digits": 200}
@@ -68,11 +70,13 @@ def metric_row(name: str, mse_a: float, mse_b: float) -> dict:
 
 
 def none_model_recons():
-    """The where ablation's `none` model's reconstructions of A and B, when it ships and fits this model's input."""
-    if cfg.pooling == "none" or explorer.source == NONE_MODEL:
+    """The reconstructions of A and B by the where ablation's `none` model of this model's dataset (a model whose
+    file does not name its dataset counts as mnist5k's, as the first shipped models), when it ships and fits."""
+    none_source = NONE_MODELS.get(explorer.checkpoint.dataset or "mnist5k")
+    if cfg.pooling == "none" or none_source is None or explorer.source == none_source:
         return None
     try:
-        none_model = load_source(NONE_MODEL, explorer.device).model
+        none_model = load_source(none_source, explorer.device).model
     except CheckpointError:
         return None
     if none_model.input_shape != model.input_shape:
@@ -94,7 +98,7 @@ no_where_note = ("*where ignored*: this model's decoder with nearest-neighbour u
                  "which it was never trained for.")
 if trained_without_where is not None:
     no_where_note += (" *'none' model*: the where ablation's model, trained to reconstruct without where "
-                      f"(`{NONE_MODEL}`): the comparison the paper makes.")
+                      f"(`{NONE_MODELS[explorer.checkpoint.dataset or 'mnist5k']}`): the comparison the paper makes.")
 st.caption(no_where_note)
 stage_names = "-".join(str(s + 1) for s in stages) or "none"
 st.download_button("Download this figure (PNG)", data=partial(panel_png, tiles, columns),
@@ -136,7 +140,7 @@ def swap_matrix_section() -> None:
     chosen = st.multiselect(f"{examples.name} images (up to {MAX_MATRIX})", list(range(len(examples.images))),
                             default=sorted({round(i * (count - 1) / 5) for i in range(6)}),
                             max_selections=MAX_MATRIX, key="swap_matrix_images",
-                            format_func=lambda i: f"#{i} ({int(examples.labels[i])})")
+                            format_func=lambda i: f"#{i} ({examples.label_name(i)})")
     if not chosen:
         return
     images = examples.images[chosen]  # (K, C, H, W)

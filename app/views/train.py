@@ -3,12 +3,10 @@ server), and Stop / Resume for any run. Watching the curves is the Runs page's j
 
 import streamlit as st
 
-from core.training import rundir
-from core.data import NATIVE_SHAPES
-from core.training import list_devices, run_device
+from core.data import INSTALL_HINTS, NATIVE_SHAPES, DataConfig, missing_files
 from core.runs import ARCHITECTURES, check_run_name, default_run_name, launch, make_configs, parse_channels, resume, stop
 from core.runs import discover_runs, plain, runs_root, summarize
-from core.training import MODES, TrainConfig
+from core.training import MODES, TrainConfig, list_devices, rundir, run_device
 
 CUSTOM = "custom"
 REFRESH_S = 2.0
@@ -24,6 +22,11 @@ st.title("Train")
 root = runs_root()
 st.caption(f"Starts the training engine as its own process in `{root}/NAME`: closing this tab or restarting the "
            "server does not stop it. Watch it on the Runs page.")
+missing = {name: reason for name in NATIVE_SHAPES if (reason := missing_files(name, DataConfig.data_dir))}
+for name in missing:
+    hint = INSTALL_HINTS.get(name, "put its four IDX files in data/")
+    st.caption(f":material/info: **{name}** is not on this machine: {hint}, or start it on a connected machine "
+               "(it downloads into data/ on first use).")
 
 with st.form("train_form"):
     left, middle, right = st.columns(3)
@@ -31,7 +34,9 @@ with st.form("train_form"):
         name = st.text_input("Run name", key="train_name", placeholder="dataset-date-time when empty",
                              help="Folder under the runs folder; letters, digits, '.', '_' and '-'.")
         dataset = st.selectbox("Dataset", list(NATIVE_SHAPES), key="train_dataset",
-                               help="mnist5k ships with the app; the others are downloaded into data/ on first use.")
+                               format_func=lambda name: f"{name} (not here: needs a download)" if name in missing else name,
+                               help="mnist5k ships with the app; MNIST and Fashion-MNIST are read from data/ or the "
+                                    "system's dataset packages; the others are downloaded into data/ on first use.")
         folder = st.text_input("...or an image folder", key="train_folder", placeholder="/path/to/images",
                                help="One sub-folder per class (torchvision ImageFolder); overrides the dataset.")
         labels = st.number_input("Labels kept (semi-supervised)", min_value=-1, value=-1, step=100, key="train_labels",

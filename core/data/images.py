@@ -12,6 +12,12 @@ background of the digits datasets), 16- and 32-bit integer, float, CMYK, YCbCr.
 is found against the background and cropped to its bounding box, scaled (aspect kept) to fit a 20x20 box, and
 placed in the 28x28 frame so that its centre of mass sits at the centre. `decode_digit(data)` is
 `read_pixels` + `prepare_digit` for the bytes of a file or of a drawing. `enlarge` makes a crisp preview.
+
+`prepare_product(pixels, size=28)` prepares a picture of one clothing item the way Fashion-MNIST's images were made
+(Xiao, Rasul & Vollgraf, 2017, section 2): the plain background around the product is trimmed, the longest side
+resized to 28, the shorter side padded to 28 with the product centred, and the intensities negated when the
+background is light (products light on black). `PREPARATIONS` names each dataset's recipe; `decode_prepared` reads
+a file and applies one.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["MAX_PIXELS", "MAX_ASPECT", "MNIST_FRAME", "ImageDecodeError", "NoInkError", "decode_image", "read_pixels", "to_model_input",
-           "decode_digit", "prepare_digit", "enlarge"]
+           "decode_digit", "prepare_digit", "prepare_product", "decode_prepared", "PREPARATIONS", "preparation_for", "enlarge"]
 
 MAX_PIXELS = 20_000_000  # 20 megapixels: plenty for a photo of a digit, far below what could exhaust memory
 MAX_ASPECT = 50  # longest side / shortest side: a 2,000,000 x 10 strip is no picture of a digit
@@ -33,6 +39,11 @@ MIN_CONTRAST = 0.08  # ink must differ from the background by at least this much
 NOISE_CONTRAST = 6.0  # ... and by this many times the background's noise (robust standard deviation)
 INK_FRACTION = 0.25  # ink fainter than this share of the strongest ink is background: blur halo, JPEG ringing
 BORDER_FRACTION = 0.03  # the border ring that samples the background: 3% of the shorter side, at least 1 pixel
+PRODUCT_FLOOR = 0.06  # product pixels departing from the background by less than this share of the strongest are
+#                        background (shadows, paper grain, JPEG ringing); the rest keep their graded intensity
+PREPARATIONS = {  # dataset -> how its images were made, and so how an upload or a drawing is prepared for its models
+    "mnist5k": "digit", "mnist": "digit", "fashion-mnist": "product",
+}
 WORKING_SIDE = 1024  # a larger photo is first shrunk (area average) to this longer side: a 12 MP photo takes ~0.5 s
 
 
@@ -177,6 +188,46 @@ def prepare_digit(pixels: np.ndarray, *, size: int = MNIST_FRAME, invert: bool |
     return torch.from_numpy(place_by_centre_of_mass(digit, size=size))[None]  # (1, size, size)
 
 
+def preparation_for(dataset: str | None, channels: int, size: int) -> str | None:
+    """'digit', 'product' or None (plain letterbox) for a model of `dataset` with input channels x size x size."""
+    style = PREPARATIONS.get(dataset or "")
+    return style if style is not None and (channels, size) == (1, MNIST_FRAME) else None
+
+
+def decode_prepared(data: bytes, style: str, *, size: int = MNIST_FRAME, invert: bool | None = None,
+                    name: str = "uploaded file") -> torch.Tensor:
+    """Bytes of an image file -> (1, size, size) prepared by `style` ('digit' or 'product')."""
+    prepare = {"digit": prepare_digit, "product": prepare_product}[style]
+    return prepare(read_pixels(data, name=name), size=size, invert=invert, name=name)
+
+
+def prepare_product(pixels: np.ndarray, *, size: int = MNIST_FRAME, invert: bool | None = None,
+                    name: str = "image") -> torch.Tensor:
+    """(H, W) or (H, W, 1|3) float in [0, 1] -> (1, size, size) float tensor, the product light on black, like
+    Fashion-MNIST: cropped to the product's bounding box, longest side resized to `size`, centred.
+
+    The background is the border ring's median, as for digits; the product is whatever departs from it (light or
+    dark; `invert` as in `prepare_digit`). Unlike a digit's strokes, a product keeps its graded intensities (its
+    folds and prints): the departure is scaled so the strongest is 1, only the faintest (PRODUCT_FLOOR) is cut.
+    Raises NoInkError when nothing stands out from the background.
+    """
+    gray = _shrink(_gray(pixels), WORKING_SIDE)  # (H, W)
+    mask = ink_map(gray, invert=invert, name=name, subject="item") > 0  # (H, W): its solid part, specks dropped
+    background = float(np.median(_border(gray)))
+    departure = _box_blur(gray - background)
+    dark = float(-departure.min()) > float(departure.max()) if invert is None else invert
+    product = (background - gray) if dark else (gray - background)  # (H, W), > 0 on the product
+    contrast = float(np.quantile(product[mask], 0.99)) if mask.any() else 1.0
+    product = np.clip((product / max(contrast, 1e-6) - PRODUCT_FLOOR) / (1 - PRODUCT_FLOOR), 0.0, 1.0)
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    cropped = product[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # (h, w): the product's bounding box
+    item = fit_in_box(cropped, box=size)  # (h', w'), max(h', w') == size
+    frame = np.zeros((size, size), dtype=np.float32)
+    top, left = (size - item.shape[0]) // 2, (size - item.shape[1]) // 2
+    frame[top:top + item.shape[0], left:left + item.shape[1]] = item
+    return torch.from_numpy(frame)[None]  # (1, size, size)
+
+
 def _gray(pixels: np.ndarray) -> np.ndarray:
     """(H, W) or (H, W, 1|3) -> (H, W) float64 luma."""
     pixels = np.asarray(pixels, dtype=np.float64)
@@ -200,7 +251,7 @@ def _shrink(gray: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(shrunk, dtype=np.float64)
 
 
-def ink_map(gray: np.ndarray, *, invert: bool | None = None, name: str = "image") -> np.ndarray:
+def ink_map(gray: np.ndarray, *, invert: bool | None = None, name: str = "image", subject: str = "digit") -> np.ndarray:
     """(H, W) grayscale in [0, 1] -> (H, W) ink in [0, 1]: 0 on the background, 1 on solid strokes.
 
     The background level and its noise come from the border ring (median and median absolute deviation), so
@@ -219,14 +270,14 @@ def ink_map(gray: np.ndarray, *, invert: bool | None = None, name: str = "image"
     ink = background - gray if invert else gray - background  # (H, W), > 0 on the ink
     contrast = dark if invert else light
     if contrast < max(MIN_CONTRAST, NOISE_CONTRAST * noise):
-        raise NoInkError(f"{name}: no digit found: the image is blank or too faint (ink contrast "
+        raise NoInkError(f"{name}: no {subject} found: the image is blank or too faint (ink contrast "
                                f"{contrast:.2f} against background noise {noise:.2f})")
     floor = INK_FRACTION * contrast
     ink = np.clip((ink - floor) / (contrast - floor), 0.0, 1.0)  # (H, W)
     inked = ink > 0
     ink = np.where(inked & (_box_blur(inked.astype(np.float64)) * 9 >= 3), ink, 0.0)  # (H, W), no specks
     if not ink.any():
-        raise NoInkError(f"{name}: no digit found: only isolated specks stand out from the background")
+        raise NoInkError(f"{name}: no {subject} found: only isolated specks stand out from the background")
     return ink
 
 

@@ -60,6 +60,12 @@ class Checkpoint:
         train = self.train_config or {}
         return train.get("mode") != "unsupervised" and train.get("lambda_nll", 1.0) != 0
 
+    @property
+    def dataset(self) -> str | None:
+        """The name of the dataset the model was trained on (its data_config), None when the file does not say."""
+        name = (self.data_config or {}).get("dataset")
+        return name if isinstance(name, str) else None
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` so that readers see either the old file or the whole new one."""
@@ -184,6 +190,10 @@ def load_checkpoint(source: str | os.PathLike | bytes | BinaryIO, map_location: 
         step, epoch, metrics = int(payload.get("step", 0)), int(payload.get("epoch", 0)), dict(payload.get("metrics") or {})
     except (TypeError, ValueError):
         raise CheckpointError(f"{name}: corrupt checkpoint (step, epoch or metrics of the wrong type)") from None
+    for key in ("train_config", "data_config", "optimizer_state", "rng_state"):
+        if payload.get(key) is not None and not isinstance(payload[key], dict):
+            raise CheckpointError(f"{name}: corrupt checkpoint ({key} is a {type(payload[key]).__name__}, not a "
+                                  "dictionary)")
     model.to(map_location).eval()
     return Checkpoint(
         model=model,

@@ -104,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
                      f"{DRY_RUN_STEPS_PER_EPOCH} steps, the second one resumed from a checkpoint")
     run.add_argument("--export", metavar="PATH", help="at the end, also write the best weights without optimizer "
                      "state to PATH (a small file for the app)")
+    run.add_argument("--test", action="store_true", help="once finished, evaluate best.pt (chosen on the validation "
+                     "split) on the test split, the only time it is read; printed as 'test accuracy' and kept in "
+                     "status.json")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     add_dataclass_arguments(parser, DataConfig, "data (DataConfig)")
     add_dataclass_arguments(parser, TrainConfig, "training (TrainConfig)")
@@ -125,10 +128,10 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig, DataCo
     return default_model_config(data_config.dataset, **model_given), TrainConfig(**train_given), data_config
 
 
-def _describe(metrics: dict[str, Any]) -> str:
+def _describe(metrics: dict[str, Any], split: str = "val") -> str:
     accuracy = "n/a" if metrics.get("accuracy") is None else f"{100 * metrics['accuracy']:.2f}%"
     rec = "n/a" if metrics.get("rec") is None else f"{metrics['rec']:.5f}"
-    return f"val accuracy {accuracy}, reconstruction MSE {rec} (epoch {metrics.get('epoch', '?')})"
+    return f"{split} accuracy {accuracy}, reconstruction MSE {rec} (epoch {metrics.get('epoch', '?')})"
 
 
 def _mtime(path: str) -> int | None:
@@ -141,6 +144,9 @@ def _summary(result: TrainResult) -> str:
         lines.append(f"last: {_describe(result.last_eval)}")
     if result.best_eval:
         lines.append(f"best: {_describe(result.best_eval)}")
+    if result.test_eval:
+        test = result.test_eval
+        lines.append(f"test: {_describe(test, 'test')} of {test['checkpoint']}, {test['images']:,} test images")
     return "\n".join(lines)
 
 
@@ -154,14 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         model_config, train_config, data_config = _configs(args)
         run = args.run or (tempfile.mkdtemp(prefix="swwae-dry-run-") if args.dry_run else
                            str(runs_root() / default_run_name(data_config.dataset)))
-        common = dict(run_dir=run, progress=not args.quiet, export_path=args.export)
+        common = dict(run_dir=run, progress=not args.quiet, export_path=args.export, test=args.test)
         export_before = _mtime(args.export) if args.export else None
         if args.dry_run:
             world = int(os.environ.get("WORLD_SIZE", "1"))
             data_config = replace(data_config, max_train=DRY_RUN_STEPS_PER_EPOCH * train_config.batch_size * world,
                                   max_val=DRY_RUN_VAL_SAMPLES)
             train_config = replace(train_config, epochs=1, log_every=1, max_steps=0)
-            train(model_config, train_config, data_config, resume=args.resume, **{**common, "export_path": None})
+            train(model_config, train_config, data_config, resume=args.resume,
+                  **{**common, "export_path": None, "test": False})
             train_config = replace(train_config, epochs=2)
             result = train(model_config, train_config, data_config, resume=True, **common)
             load_checkpoint(Path(run) / rundir.LAST_CHECKPOINT)  # the file must load back

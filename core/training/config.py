@@ -78,6 +78,7 @@ class TrainResult:
     model: SWWAE  # the trained model (unwrapped), on the training device
     last_eval: dict[str, Any] = field(default_factory=dict)
     best_eval: dict[str, Any] = field(default_factory=dict)
+    test_eval: dict[str, Any] = field(default_factory=dict)  # the test split's evaluation of best.pt (--test)
 
 
 def default_model_config(dataset: str, **overrides) -> ModelConfig:

@@ -55,7 +55,7 @@ def _make_batches(data: DataConfig, model_config: ModelConfig, train: TrainConfi
     common = dict(batch_size=batch_size, seed=train.seed, rank=ddp.rank, world_size=ddp.world_size, device=device)
     mixed = split == "train" and train.mode == "semi-supervised" and data.labeled_per_batch > 0
     if fits_in_memory(subset, max_memory_mb=data.max_memory_mb):
-        return DeviceBatches(materialize(subset), subset.labels, labeled_per_batch=data.labeled_per_batch if mixed else 0,
+        return DeviceBatches(materialize(subset, keep_bytes=True), subset.labels, labeled_per_batch=data.labeled_per_batch if mixed else 0,
                              **common)
     if mixed:
         raise ValueError("labeled_per_batch needs the training set held in memory; raise --max-memory-mb")
@@ -93,6 +93,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     progress: bool = False,
     export_path: str | os.PathLike | None = None,
+    test: bool = False,
 ) -> TrainResult:
     """Train from scratch (or from run_dir/last.pt when `resume`) and return how it ended.
 
@@ -100,6 +101,8 @@ def train(
     ('stopped') on SIGINT/SIGTERM, a STOP file in run_dir or `should_stop()`, after finishing its step;
     it fails ('failed', result returned, not raised) on a non-finite loss, keeping the last good checkpoint.
     `export_path`: at the end, also write the best weights (no optimizer state) there, e.g. a shipped model.
+    `test`: once finished, evaluate best.pt's weights (chosen on 'val') on the 'test' split: TrainResult.test_eval,
+    and "test" in status.json. Nothing else ever reads the test split.
     Raises ValueError / CheckpointError / RunDirError / DatasetUnavailable for bad input.
     """
     check_configs(model_config, train_config, data_config)
@@ -113,7 +116,7 @@ def train(
                 claim = _claim_run_dir(run_dir, resume=resume)
             return _run(model_config, train_config, data_config, ddp=ddp, stop_signal=stop_signal, run_dir=run_dir,
                         resume=resume, on_record=on_record, should_stop=should_stop, progress=progress,
-                        export_path=export_path)
+                        export_path=export_path, test=test)
     except BaseException as exc:  # leave no "running" status behind a dead run
         if claim is not None:
             _mark_failed(run_dir, exc)
@@ -138,7 +141,7 @@ def _mark_failed(run_dir: Path, exc: BaseException) -> None:
 
 
 def _run(model_config, train_config, data_config, *, ddp, stop_signal, run_dir, resume, on_record, should_stop,
-         progress, export_path) -> TrainResult:
+         progress, export_path, test) -> TrainResult:
     """Set up (or resume), then epochs of optimisation steps, each epoch closed by an evaluation and checkpoints."""
     run = _set_up(model_config, train_config, data_config, ddp=ddp, run_dir=run_dir, resume=resume,
                   stop_signal=stop_signal, should_stop=should_stop, on_record=on_record, export_path=export_path)
@@ -146,14 +149,36 @@ def _run(model_config, train_config, data_config, *, ddp, stop_signal, run_dir, 
         from tqdm import tqdm
         run.progress_bar = tqdm(total=run.total_steps, initial=run.step, unit="step", dynamic_ncols=True)
     run.status("running", "resumed" if run.resumed else "started")
-    if run.step >= run.total_steps:
-        return run.finish("finished", f"already trained {run.step} of {run.total_steps} steps")
+    message = f"already trained {run.step} of {run.total_steps} steps"
     while run.epoch < train_config.epochs and run.step < run.total_steps:
         ended = _train_epoch(run)
         if ended is not None:
             return ended  # stopped, or failed on a non-finite loss
         _evaluate_and_checkpoint(run)
-    return run.finish("finished", f"trained {run.step} steps, {run.epoch} epochs")
+        message = f"trained {run.step} steps, {run.epoch} epochs"
+    if test:
+        run.test_eval = _evaluate_test(run, model_config, data_config, run_dir)
+    return run.finish("finished", message)
+
+
+def _evaluate_test(run: Run, model_config: ModelConfig, data_config: DataConfig, run_dir: Path | None) -> dict:
+    """The final evaluation on the test split, of the weights best.pt holds (the model chosen on validation), else
+    of the final weights; {"checkpoint", "epoch", "images", loss terms, "accuracy"}."""
+    state, epoch, name = run.best_state, run.best_eval.get("epoch"), rundir.BEST_CHECKPOINT
+    if state is None and run_dir is not None and (run_dir / rundir.BEST_CHECKPOINT).exists():
+        best = load_checkpoint(run_dir / rundir.BEST_CHECKPOINT)
+        state, epoch = best.model.state_dict(), best.epoch
+    model = run.model
+    if state is not None:
+        model = SWWAE(model_config)
+        model.load_state_dict(state)
+        model = model.to(run.device, memory_format=memory_format(run.config, run.device))
+    else:
+        epoch, name = run.epoch, "final weights"
+    batches = _make_batches(data_config, model_config, run.config, "test", ddp=run.ddp, device=run.device)
+    metrics = evaluate(model, batches.in_order(), config=run.config, device=run.device, distributed=run.ddp.enabled)
+    images = len(batches.labels) if isinstance(batches, DeviceBatches) else len(batches.dataset)  # every rank's
+    return {"checkpoint": name, "epoch": epoch, "images": images, **metrics}
 
 
 def _set_up(model_config: ModelConfig, tc: TrainConfig, data_config: DataConfig, *, ddp: DistContext,
@@ -176,7 +201,7 @@ def _set_up(model_config: ModelConfig, tc: TrainConfig, data_config: DataConfig,
     run = Run(config=tc, configs={"model": asdict(model_config), "train": asdict(tc), "data": asdict(data_config)},
                ddp=ddp, device=device, writer=writer, model=model, optimizer=build_optimizer(model, tc),
                augment=torch.Generator(device=device).manual_seed(tc.seed * SEED_STRIDE + ddp.rank),
-               train_batches=train_batches, val_batches=val_batches, shift=data_config.shift,
+               train_batches=train_batches, val_batches=val_batches, shift=data_config.shift, flip=data_config.flip,
                window=StepWindow(loss_term_names(model_config), device), **hooks)
     if checkpoint is not None:
         _resume_from(run, checkpoint, run_dir)
@@ -288,6 +313,7 @@ def _evaluate_and_checkpoint(run: Run) -> None:
     run.last_eval = _evaluate_and_log(run)
     if run.last_eval.get("best"):
         run.best_eval = run.last_eval
+        run.best_state = {name: value.detach().clone() for name, value in run.model.state_dict().items()}
         run.save(rundir.BEST_CHECKPOINT)
     run.save(rundir.LAST_CHECKPOINT)
     run.window.start = time.time()  # evaluation time is not training throughput

@@ -159,7 +159,7 @@ def write_status(run_dir: str | os.PathLike, state: str, *, step: int, epoch: in
 
 _STATUS_TYPES = {"state": (str,), "pid": (int,), "pid_start": (int,), "host": (str,), "step": (int,),
                  "epoch": (int,), "message": (str,), "updated": (int, float), "epochs": (int,),
-                 "steps_per_epoch": (int,), "total_steps": (int,), "device": (str,)}
+                 "steps_per_epoch": (int,), "total_steps": (int,), "device": (str,), "test": (dict,)}
 
 
 def load_status(run_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -77,6 +77,7 @@ class Run:
     train_batches: Any  # DeviceBatches | StreamBatches
     val_batches: Any
     shift: int  # DataConfig.shift
+    flip: bool  # DataConfig.flip
     window: StepWindow
     stop_signal: StopSignal
     should_stop: Callable[[], bool] | None
@@ -91,6 +92,8 @@ class Run:
     started: float = 0.0
     last_eval: dict[str, Any] = field(default_factory=dict)
     best_eval: dict[str, Any] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] | None = None  # the weights best.pt holds, when saved by this process
+    test_eval: dict[str, Any] = field(default_factory=dict)  # the final evaluation on the test split (--test)
     sample_images: torch.Tensor | None = None  # (S, C, H, W): one validation image per class, rank 0 only
     progress_bar: Any = None
 
@@ -107,7 +110,7 @@ class Run:
         if self.compile_pending:
             return _first_compiled_step(self, images, labels)
         return train_step(self.net, self.optimizer, images, labels, config=self.config, device=self.device,
-                          shift=self.shift, augment=self.augment)
+                          shift=self.shift, flip=self.flip, augment=self.augment)
 
     def stop_requested(self) -> bool:
         """SIGINT/SIGTERM, should_stop() or a STOP file in the run directory."""
@@ -123,7 +126,8 @@ class Run:
         if self.writer is not None:
             rundir.write_status(self.writer, state, step=self.step, epoch=self.epoch, message=message,
                                 epochs=self.config.epochs, steps_per_epoch=self.steps_per_epoch,
-                                total_steps=self.total_steps, device=self.device_label)
+                                total_steps=self.total_steps, device=self.device_label,
+                                **({"test": self.test_eval} if self.test_eval else {}))
 
     def emit(self, record: dict[str, Any]) -> None:
         record.update(wall_time=self.wall_before + time.time() - self.started, time=time.time())
@@ -150,7 +154,8 @@ class Run:
         if self.export_path is not None and self.ddp.is_main and state != "failed":
             _export_result(self, state)
         self.model.to(memory_format=torch.contiguous_format)  # laid out as a loaded checkpoint is: same outputs
-        return TrainResult(state, self.step, self.epoch, message, self.model, self.last_eval, self.best_eval)
+        return TrainResult(state, self.step, self.epoch, message, self.model, self.last_eval, self.best_eval,
+                           self.test_eval)
 
 
 def _first_compiled_step(run: Run, images: torch.Tensor, labels: torch.Tensor):

@@ -12,7 +12,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn as nn
 
-from core.data import random_shift
+from core.data import random_flip, random_shift
 from core.model import SWWAE, UNLABELED, ModelConfig, swwae_loss
 from core.training.config import TrainConfig
 from core.training.distributed import DistContext
@@ -68,15 +68,16 @@ def training_net(model: SWWAE, config: TrainConfig, ddp: DistContext | None = No
 
 
 def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor, *,
-               config: TrainConfig, device: torch.device, shift: int = 0,
+               config: TrainConfig, device: torch.device, shift: int = 0, flip: bool = False,
                augment: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """One optimisation step as the trainer runs it (bench.limit times this same function): shift the images
-    (augmentation), forward (bf16 autocast on CUDA), the SWWAE loss, backward, clip, update.
+    """One optimisation step as the trainer runs it (bench.limit times this same function): shift and mirror the
+    images (augmentation), forward (bf16 autocast on CUDA), the SWWAE loss, backward, clip, update.
 
     images: (B, C, H, W) in [0, 1]; labels: (B,), -1 where unlabeled. Returns the loss terms and the logits (B, K),
     detached and left on the device (no host sync).
     """
     images = random_shift(images, shift, augment) if shift else images  # (B, C, H, W)
+    images = random_flip(images, augment) if flip else images  # (B, C, H, W)
     images = images.contiguous(memory_format=memory_format(config, device))  # (B, C, H, W), laid out as the weights
     with autocast(device, config):
         encoding, decoding = net(images)
