@@ -4,7 +4,8 @@
 
 Reads docs/results/semisup.jsonl (bench.semisup), docs/results/where_ablation.json (bench.where_ablation),
 docs/results/invariance.json (bench.invariance),
-docs/results/train_speed.json (bench.train --out) and docs/results/model_speed.json (bench.model --out).
+docs/results/train_speed.json (bench.train --out) and docs/results/model_speed.json (bench.model --out); the
+Fashion-MNIST section comes from bench.report_fashion.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from bench import semisup
 from bench.common import RESULTS_DIR, read_jsonl
+from bench.report_fashion import fashion_records, fashion_section
 from core.analysis import ShiftStage, shift_findings
 from core.model import ModelConfig
 
@@ -34,6 +36,7 @@ COMMANDS = {
     "model": "python -m bench.model --out docs/results/model_speed.json",
     "report": "python -m bench.report",
 }
+FINDINGS_AT = (2,)  # the shift (px) whose findings are written out per model; the tables hold every shift
 MAIN_FLAGS = {"lambda_rec": "--lambda-rec", "lambda_mid": "--lambda-mid", "unlabeled_per_batch": "--unlabeled-per-batch",
               "steps": "--steps", "lr": "--lr", "shift": "--shift", "dropout": "--dropout", "channels": "--channels",
               "head_width": "--head-width", "noise": "--noise", "pooling": "--pooling", "batch_norm": "--batch-norm"}
@@ -289,7 +292,7 @@ def invariance_section(path: Path) -> list[str]:
                 lines.append(f"| {shift} | {stage + 1} ({mine[0].stride}) | {mean('what_per_pre_pool'):.3f} | "
                              f"{mean('what_per_input'):.3f} | {mean('where_followed'):.3f} | "
                              f"{mean('where_reference'):.3f} |")
-        lines += [""] + [f"- {line}" for shift in (1, 2, 4, 8) if shift in results["shifts"]
+        lines += [""] + [f"- {line}" for shift in FINDINGS_AT if shift in results["shifts"]
                          for line in shift_findings(rows, shift)] + [""]
     return lines + ["![shift probe](results/invariance.png)", ""]
 
@@ -349,7 +352,10 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["# Results", "",
              "Every number and plot on this page was written by `python -m bench.report` from the figures the "
              "scripts below saved in `docs/results/`; rerun a script, then the report, to reproduce it.", ""]
-    lines += semisup_section(read_jsonl(out_dir / "semisup.jsonl"), out_dir)
+    records = read_jsonl(out_dir / "semisup.jsonl")
+    fashion = fashion_records(records)
+    lines += fashion_section(fashion, out_dir)
+    lines += semisup_section([r for r in records if r not in fashion], out_dir)
     lines += ablation_section(out_dir / "where_ablation.json")
     lines += invariance_section(out_dir / "invariance.json")
     lines += speed_section(out_dir)

@@ -1,0 +1,195 @@
+"""The Fashion-MNIST section of docs/RESULTS.md: one summary table and one figure first, the details below.
+
+Reads checkpoints/fashion.pt (evaluated here on the official test set), docs/results/semisup.jsonl (the runs with
+`--pool fashion-mnist` at FASHION_SEMISUP's settings), docs/results/where_ablation_fashion-mnist.json and
+docs/results/invariance_fashion-mnist.json. Every sentence is made from the numbers printed beside it.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from bench import semisup
+from bench.common import load_test, test_metrics
+from core.analysis import ShiftStage
+from core.model import load_checkpoint
+
+FASHION_MODEL = "checkpoints/fashion.pt"
+FASHION_SEMISUP = ["--pool", "fashion-mnist", "--steps", "3000"]  # the protocol of the full-scale table
+COMMANDS = {
+    "semisup": "python -m bench.semisup --pool fashion-mnist --labels 100 1000 4000 --seeds 0 1 2 --steps 3000 --jobs 2",
+    "ablation": "python -m bench.where_ablation --pool fashion-mnist --jobs 2",
+    "invariance": "python -m bench.invariance --pool fashion-mnist",
+}
+TARGET_REDUCTION = 0.20  # the issue's target at N = 100: SWWAE's test error at least 20% below supervised-only
+
+
+def fashion_section(records: list[dict], out_dir: Path) -> list[str]:
+    """The whole section: summary table and figure, then semi-supervised, where ablation and shift probe details."""
+    runs = _protocol_runs(records)
+    summary = semisup.summarize(runs).get("fashion-mnist", {}) if runs else {}
+    ablation = _read(out_dir / "where_ablation_fashion-mnist.json")
+    invariance = _read(out_dir / "invariance_fashion-mnist.json")
+    lines = ["## Fashion-MNIST: the same experiments at full scale", "",
+             "Fashion-MNIST's official files (`apt-get install dataset-fashion-mnist`): 55,000 training images, "
+             "5,000 held out of the official training set for validation (class-balanced, fixed seed), and the "
+             "official 10,000 test images, read only for the numbers below.", ""]
+    lines += _summary_table(summary, ablation, invariance)
+    figure = "semisup_fashion-mnist.png" if summary else "where_ablation_fashion-mnist.png"
+    if summary:
+        semisup_plot(summary, out_dir / figure)
+    lines += [f"![Fashion-MNIST](results/{figure})", ""]
+    lines += _semisup_details(runs, summary)
+    lines += _ablation_details(ablation)
+    lines += _invariance_details(invariance)
+    return lines
+
+
+def fashion_records(records: list[dict]) -> list[dict]:
+    """The semi-supervised records of this section (the MNIST section leaves them out)."""
+    return [r for r in records if r.get("pool") == "fashion-mnist"]
+
+
+def _protocol_runs(records: list[dict]) -> list[dict]:
+    key = semisup.settings_key(semisup.parse_args(FASHION_SEMISUP))
+    return [r for r in records if r["settings"] == key]
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _model_row() -> str:
+    checkpoint = load_checkpoint(FASHION_MODEL)
+    try:
+        metrics = test_metrics(checkpoint.model, *load_test("fashion-mnist", ""))
+    except SystemExit:
+        return f"| shipped model `{FASHION_MODEL}` | not measured: Fashion-MNIST is not installed on this machine |"
+    return (f"| shipped model `{FASHION_MODEL}` (supervised, all labels; README) | test accuracy "
+            f"{100 - metrics['test_error']:.2f}%, reconstruction MSE {metrics['test_mse']:.5f} |")
+
+
+def _summary_table(summary: dict, ablation: dict | None, invariance: dict | None) -> list[str]:
+    lines = ["| experiment | measured on the 10,000 test images |", "|---|---|", _model_row()]
+    if "100" in summary and "relative_reduction" in summary["100"]:
+        row = summary["100"]
+        verdict = "met" if row["relative_reduction"] >= TARGET_REDUCTION else "not met"
+        lines.append(f"| semi-supervised, N = 100 labels + 54,900 unlabeled: SWWAE vs supervised-only test error "
+                     f"| {row['swwae']['mean']:.2f}% vs {row['supervised']['mean']:.2f}% (relative reduction "
+                     f"{100 * row['relative_reduction']:+.1f}%; target ≥ +{100 * TARGET_REDUCTION:.0f}%: {verdict}) |")
+    else:
+        lines.append(f"| semi-supervised, N = 100 | not run yet: `{COMMANDS['semisup']}` |")
+    if ablation:
+        lines.append(f"| where ablation: reconstruction MSE with where ÷ without (`none`) | hard "
+                     f"{ablation['mse_ratio_hard_to_none']:.3f}×, soft {ablation['mse_ratio_soft_to_none']:.3f}× |")
+    if invariance:
+        model = invariance["models"].get("shipped (hard, supervised)")
+        if model:
+            rows = [ShiftStage(**r) for r in model["rows"]]
+            top = max(r.stage for r in rows)
+            ratio = _mean(rows, 1, top, "what_per_input")
+            lines.append(f"| shift probe, shipped model: top stage's what ÷ input change at a 1-pixel shift | "
+                         f"{ratio:.2f} ({'less' if ratio < 1 else 'more'} change than the input) |")
+    return lines + [""]
+
+
+def _mean(rows: list[ShiftStage], shift: int, stage: int, field: str) -> float:
+    mine = [getattr(r, field) for r in rows if r.shift == shift and r.stage == stage]
+    return sum(mine) / len(mine) if mine else float("nan")
+
+
+def _semisup_details(runs: list[dict], summary: dict) -> list[str]:
+    lines = ["### Semi-supervised: SWWAE vs the same network on the labeled images alone", ""]
+    if not summary:
+        return lines + [f"Not run yet: `{COMMANDS['semisup']}`.", ""]
+    args = semisup.parse_args(FASHION_SEMISUP)
+    seconds = sum(r["seconds"] for r in runs)
+    lines += [f"Command: `{COMMANDS['semisup']}` (runs already in docs/results/semisup.jsonl are skipped, so an "
+              "interrupted table continues). The protocol of the MNIST table below, on the 55,000 training images: "
+              f"N of them keep their label (balanced, seeded), {args.steps} steps of 32 labeled + "
+              f"{args.unlabeled_per_batch} unlabeled images (the unlabeled stream passes over the pool "
+              f"{args.steps * args.unlabeled_per_batch / 55_000:.1f} times), the model after the last step is tested. "
+              f"{len(runs)} run{'s' if len(runs) != 1 else ''} so far, {seconds / 60:.0f} minutes of run time.", "",
+              "| labels N | SWWAE test error % | supervised-only test error % | relative reduction | seeds |",
+              "|---|---|---|---|---|"]
+    for n, row in summary.items():
+        cells = [f"{row[a]['mean']:.2f} ± {row[a]['std']:.2f}" if a in row else "—" for a in ("swwae", "supervised")]
+        reduction = f"{100 * row['relative_reduction']:+.1f}%" if "relative_reduction" in row else "—"
+        seeds = min(row[a]["runs"] for a in ("swwae", "supervised") if a in row)
+        lines.append(f"| {n} | {cells[0]} | {cells[1]} | {reduction} | {seeds} |")
+    pairs = defaultdict(dict)
+    for r in runs:
+        pairs[(r["labels"], r["seed"])][r["arm"]] = r["test_error"]
+    differences = [arms["swwae"] - arms["supervised"] for arms in pairs.values() if len(arms) == 2]
+    if differences:
+        lower = sum(d < 0 for d in differences)
+        lines += ["", f"Per seed, SWWAE's test error was lower than supervised-only's in {lower} of "
+                  f"{len(differences)} paired runs (differences {min(differences):+.2f} to {max(differences):+.2f} "
+                  "points)."]
+    return lines + [""]
+
+
+def _ablation_details(results: dict | None) -> list[str]:
+    lines = ["### Where ablation", ""]
+    if results is None:
+        return lines + [f"Not run yet: `{COMMANDS['ablation']}`.", ""]
+    s = results["settings"]
+    lines += [f"Command: `{COMMANDS['ablation']}`. The same architecture (channels {s['channels']}) trained "
+              f"unsupervised for {s['steps']} steps on the 55,000 training images in each pooling mode, seeds "
+              f"{s['seeds']}; the first seed's models ship as `checkpoints/fashion_ablation_<mode>.pt` (the Swap "
+              "page's 'none' model for Fashion-MNIST models).", "",
+              "| pooling | test reconstruction MSE (mean ± std) | ÷ `none` |", "|---|---|---|"]
+    none = next(r for r in results["ablation"] if r["mode"] == "none")
+    for r in results["ablation"]:
+        lines.append(f"| {r['mode']} | {r['test_mse']:.5f} ± {r['test_mse_std']:.5f} | "
+                     f"{r['test_mse'] / none['test_mse']:.3f} |")
+    best = min(results["ablation"], key=lambda r: r["test_mse"])
+    lines += ["", f"Lowest reconstruction error: `{best['mode']}` pooling; with where, the error is "
+              f"{results['mse_ratio_hard_to_none']:.2f}× (hard) and {results['mse_ratio_soft_to_none']:.2f}× (soft) "
+              "that of the model trained without where.", "",
+              "![Fashion-MNIST reconstructions by pooling mode](results/where_ablation_fashion-mnist.png)", ""]
+    return lines
+
+
+def _invariance_details(results: dict | None) -> list[str]:
+    lines = ["### Invariance in what, equivariance in where", ""]
+    if results is None:
+        return lines + [f"Not run yet: `{COMMANDS['invariance']}`.", ""]
+    lines += [f"Command: `{COMMANDS['invariance']}`: the Swap page's shift probe over {results['images']} "
+              f"{results['image_source']} images spread over the set (definitions as in the MNIST section below). "
+              "Per model: what ÷ input at a 1-pixel shift, stage 1 → last; and the share of decisive switches that "
+              "moved by exactly the shift when the shift equals the stage's stride, against another image's "
+              "(chance).", "",
+              "| model | what ÷ input at 1 px | switches followed at the stride (chance) |", "|---|---|---|"]
+    for name, model in results["models"].items():
+        rows = [ShiftStage(**r) for r in model["rows"]]
+        stages = sorted({r.stage for r in rows})
+        ratios = " → ".join(f"{_mean(rows, 1, s, 'what_per_input'):.2f}" for s in stages)
+        strides = {s: next(r.stride for r in rows if r.stage == s) for s in stages}
+        followed = "; ".join(f"stage {s + 1} at {strides[s]} px: {_mean(rows, strides[s], s, 'where_followed'):.0%} "
+                             f"({_mean(rows, strides[s], s, 'where_reference'):.0%})"
+                             for s in stages if strides[s] in results["shifts"])
+        lines.append(f"| {name} | {ratios} | {followed} |")
+    return lines + ["", "![Fashion-MNIST shift probe](results/invariance_fashion-mnist.png)", ""]
+
+
+def semisup_plot(summary: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for arm, style in (("swwae", "-o"), ("supervised", "--s")):
+        points = [(int(n), r[arm]["mean"], r[arm]["std"]) for n, r in summary.items() if arm in r]
+        if points:
+            ax.errorbar(*zip(*points), fmt=style, capsize=3, label=arm)
+    ns = sorted(int(n) for n in summary)
+    ax.set_xscale("log")
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlabel("labeled training images N (the rest of the 55,000 unlabeled)")
+    ax.set_ylabel("Fashion-MNIST test error (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
