@@ -96,7 +96,7 @@ def overview(explorer: Explorer, picked: Picked, encoding, decoding) -> None:
     overview_col, probs_col = st.columns([3, 2])
     overview_col.image(panel_png(recon_tiles(image, recon), 3, scale=6))  # a PNG: cheap for the browser to draw
     recon_mse = mse(decoding.recon, picked.image)
-    metrics = iter(overview_col.columns([1.8, 1, 1, 1]))  # class names ("Ankle boot") need the room
+    metrics = iter([*overview_col.columns(2), *overview_col.columns(2)])  # two rows: room for "Ankle boot"
     if trained:
         probabilities = class_probabilities(encoding.logits)[0]
         predicted = int(probabilities.argmax())
