@@ -99,6 +99,14 @@ def save(image: Image.Image, path: Path, **options) -> bytes:
     return path.read_bytes()
 
 
+def product_ink(item: np.ndarray, scale: int = 8) -> np.ndarray:
+    """A Fashion-MNIST image (28, 28), light on black, as the ink of a photo: cropped to the product and enlarged
+    `scale` times (bilinear), (h, w) float in [0, 1]."""
+    rows, cols = np.nonzero(item.max(axis=1) > 0)[0], np.nonzero(item.max(axis=0) > 0)[0]
+    cropped = Image.fromarray(np.ascontiguousarray(item[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1], dtype=np.float32))
+    return np.asarray(cropped.resize((scale * cropped.width, scale * cropped.height), Image.Resampling.BILINEAR))
+
+
 def product_photos(args: argparse.Namespace, rng: np.random.Generator) -> dict:
     """Classify the shipped Fashion-MNIST test images as they are and as photos, plain and prepared."""
     started = time.time()
@@ -108,10 +116,7 @@ def product_photos(args: argparse.Namespace, rng: np.random.Generator) -> dict:
     inputs: dict[str, list[torch.Tensor]] = {"test_image": [], "photo_old": [], "photo_prepared": []}
     with tempfile.TemporaryDirectory(prefix="swwae-uploads-") as folder:
         for index in range(count):
-            item = examples.images[index, 0].numpy()  # (28, 28), light on black
-            rows, cols = np.nonzero(item.max(axis=1) > 0)[0], np.nonzero(item.max(axis=0) > 0)[0]
-            ink = np.asarray(Image.fromarray(item[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]).resize(
-                (8 * (cols[-1] - cols[0] + 1), 8 * (rows[-1] - rows[0] + 1)), Image.Resampling.BILINEAR))
+            ink = product_ink(examples.images[index, 0].numpy())
             data = save(photo(ink, rng, by_longest_side=True), Path(folder) / f"{index:04d}.jpg", quality=int(rng.integers(60, 86)))
             inputs["test_image"].append(examples.images[index])
             inputs["photo_old"].append(decode_image(data, channels=1, size=28))

@@ -5,7 +5,6 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import core.data.idx as idx_module
@@ -82,7 +81,7 @@ def test_the_swap_page_uses_the_fashion_ablation_model(monkeypatch):
 
 def test_a_photo_of_a_clothing_item_is_prepared_and_classified():
     """The core path the Upload widget takes: a dark item on light paper, off-centre, blurred, as a JPEG."""
-    from bench.uploads import photo
+    from bench.uploads import photo, product_ink
     from core.analysis import classify
     from core.data import decode_prepared, load_examples
     from core.model import load_checkpoint
@@ -91,10 +90,7 @@ def test_a_photo_of_a_clothing_item_is_prepared_and_classified():
     model = load_checkpoint(FASHION).model
     rng, correct, count = np.random.default_rng(0), 0, 60
     for index in range(count):
-        item = examples.images[index, 0].numpy()
-        rows, cols = np.nonzero(item.max(axis=1) > 0)[0], np.nonzero(item.max(axis=0) > 0)[0]
-        ink = np.asarray(Image.fromarray(item[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]).resize(
-            (6 * (cols[-1] - cols[0] + 1), 6 * (rows[-1] - rows[0] + 1)), Image.Resampling.BILINEAR))
+        ink = product_ink(examples.images[index, 0].numpy(), scale=6)
         buffer = io.BytesIO()
         photo(ink, rng, by_longest_side=True).save(buffer, format="JPEG", quality=70)
         prepared = decode_prepared(buffer.getvalue(), "product", size=28)

@@ -3,9 +3,8 @@ item (a dark ankle boot on light paper, off-centre, tilted, blurred, JPEG), and 
 import io
 
 import numpy as np
-from PIL import Image
 
-from bench.uploads import photo
+from bench.uploads import photo, product_ink
 from core.data import load_examples
 from tests.browser_app import browser_page, requires_chromium, served_app, wait_idle
 
@@ -14,10 +13,7 @@ pytestmark = requires_chromium
 
 def boot_photo(path) -> None:
     """The first shipped Fashion-MNIST test image (an ankle boot) as a photo: the product's intensity as its ink."""
-    item = load_examples("fashion-mnist", channels=1, image_size=28).images[0, 0].numpy()  # (28, 28)
-    rows, cols = np.nonzero(item.max(axis=1) > 0)[0], np.nonzero(item.max(axis=0) > 0)[0]
-    ink = np.asarray(Image.fromarray(item[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]).resize(
-        (8 * (cols[-1] - cols[0] + 1), 8 * (rows[-1] - rows[0] + 1)), Image.Resampling.BILINEAR))
+    ink = product_ink(load_examples("fashion-mnist", channels=1, image_size=28).images[0, 0].numpy())
     buffer = io.BytesIO()
     photo(ink, np.random.default_rng(0), by_longest_side=True).save(buffer, format="JPEG", quality=70)
     path.write_bytes(buffer.getvalue())
