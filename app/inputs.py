@@ -76,13 +76,13 @@ def _uploaded(key: str, channels: int, size: int, style: str | None) -> Picked |
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         if prepare:
-            try:
-                image = _decode_prepared(sha256, style, size, _INVERT[invert], uploaded.name, data)
-            except NoInkError as exc:  # a picture, but nothing stands out: show it as it is
-                st.warning(f"{exc}; showing the picture without preparation.")
-                image = _decode(sha256, channels, size, _INVERT[invert], uploaded.name, data)
+            image = _decode_prepared(sha256, style, size, _INVERT[invert], uploaded.name, data)
         else:
             image = _decode(sha256, channels, size, _INVERT[invert], uploaded.name, data)
+    except NoInkError as exc:  # blank, uniform or too faint: no input to show a prediction for
+        st.warning(f"{exc}. Nothing to classify: upload a picture in which the subject stands out, or turn "
+                   "the preparation off.")
+        return None
     except ImageDecodeError as exc:
         st.error(f"{exc}")
         return None
@@ -106,8 +106,11 @@ def _drawn(key: str, channels: int, size: int, style: str | None) -> Picked | No
     thing = "clothing item" if style == "product" else "digit"
     st.caption(f"Draw one {thing} with the mouse, light on dark like the dataset; the toolbar over the canvas "
                "undoes or clears it.")
-    objects = (drawing.json_data or {}).get("objects") or []
-    data = drawing.image_bytes
+    try:
+        objects, data = _canvas_drawing(drawing)
+    except ValueError as exc:  # the browser controls these values: a page that was tampered with, or a bug
+        st.warning(f"Drawing ignored: {exc}.")
+        return None
     if not objects or not data:
         return None
     sha256 = hashlib.sha256(data).hexdigest()
@@ -121,6 +124,21 @@ def _drawn(key: str, channels: int, size: int, style: str | None) -> Picked | No
     with row:
         _show_preview(image)
     return Picked(image, "drawing", None)
+
+
+def _canvas_drawing(drawing) -> tuple[list, bytes | None]:
+    """The canvas's Fabric.js objects and its PNG bytes; ValueError (one line) for values no canvas sends."""
+    raw = drawing.json_data
+    if raw is not None and not isinstance(raw, dict):
+        raise ValueError(f"the canvas sent a drawing that is a {type(raw).__name__}, not an object")
+    objects = (raw or {}).get("objects") or []
+    if not isinstance(objects, list):
+        raise ValueError("the canvas sent drawing objects that are not a list")
+    try:
+        data = drawing.image_bytes
+    except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError
+        raise ValueError(f"the canvas sent an image that is not a base64 data URL ({type(exc).__name__})") from None
+    return objects, data
 
 
 def _randomize(key: str, count: int) -> None:

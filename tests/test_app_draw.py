@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw, ImageFilter
 from streamlit.testing.v1 import AppTest
 
@@ -106,14 +107,16 @@ def test_upload_preparation_can_be_turned_off():
     ok(at)
 
 
-def test_upload_without_a_digit_is_shown_unprepared_with_a_warning():
+def test_upload_without_a_digit_gets_a_warning_and_no_prediction_of_its_own():
+    """Issue 18 item 14: a blank picture used to be shown unprepared and classified ("1" at 92%)."""
     at = open_layers()
     at.radio(key="layers_source").set_value("Upload").run()
     at.file_uploader(key="layers_upload").set_value(("grey.png", png(Image.new("L", (64, 48), 128)),
                                                      "image/png")).run()
     ok(at)
     assert len(at.warning) == 1 and "no digit found" in at.warning[0].value
-    assert previews(at) == [PREVIEW]
+    assert previews(at) == []  # no model input was made of it
+    assert f"{WAITING} an image is uploaded." in captions(at)  # the prediction shown is the dataset image's
 
 
 def test_draw_with_nothing_drawn_falls_back_to_the_dataset():
@@ -172,3 +175,21 @@ def test_rgb_model_gets_no_prepare_toggle(tmp_path):
     at.run()
     ok(at)
     assert previews(at) == ["What the model sees (32x32)"]
+
+
+@pytest.mark.parametrize("state", [
+    {"drawing": {"raw": [{"type": "path"}], "data": None}, "backgroundFit": None},  # JSON that is a list
+    {"drawing": {"raw": {"objects": "path"}, "data": None}, "backgroundFit": None},  # objects that are no list
+    {"drawing": {"raw": {"objects": [{"type": "path"}]}, "data": "data:image/png,iVBORw0KGgo="},
+     "backgroundFit": None},  # a data URL without ;base64,
+    {"drawing": {"raw": {"objects": [{"type": "path"}]}, "data": "data:image/png;base64,@@not base64@@"},
+     "backgroundFit": None},
+])
+def test_hostile_canvas_values_are_one_warning_not_a_crash(state):
+    """Issue 18 item 12: the browser controls what the canvas sends back."""
+    at = open_layers()
+    at.radio(key="layers_source").set_value("Draw").run()
+    at.session_state["layers_canvas"] = state
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [w.value for w in at.warning if w.value.startswith("Drawing ignored: the canvas sent")]

@@ -171,3 +171,14 @@ def test_classifier_trained_follows_the_train_config(tmp_path, train_config, tra
 def test_shipped_checkpoints_say_whether_their_head_was_trained(name, trained):
     path = Path(__file__).resolve().parents[1] / "checkpoints" / f"{name}.pt"
     assert load_checkpoint(path).classifier_trained is trained
+
+
+@pytest.mark.parametrize("key, value", [("train_config", "supervised"), ("data_config", ["mnist5k"]),
+                                        ("optimizer_state", 3), ("rng_state", "seed")])
+def test_every_dictionary_of_a_checkpoint_is_type_checked_at_load(tmp_path, good_bytes, key, value):
+    """Issue 18 item 11: such a file used to load, then crash the Layers and Attribution pages."""
+    payload = torch.load(io.BytesIO(good_bytes), weights_only=True)
+    payload[key] = value
+    torch.save(payload, tmp_path / "odd.pt")
+    message = assert_one_line_error(tmp_path / "odd.pt")
+    assert key in message and "not a dictionary" in message

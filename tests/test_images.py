@@ -93,7 +93,7 @@ def test_rgba_is_composited_on_black():
 
 
 def test_palette_and_transparent_palette():
-    rgb = np.random.default_rng(3).integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    rgb = np.random.default_rng(3).integers(128, 256, (28, 28, 3), dtype=np.uint8)  # light: composited on black
     palette = Image.fromarray(rgb).quantize(16)
     expected = np.asarray(palette.convert("RGB"), dtype=np.float64) / 255 @ LUMA
     np.testing.assert_allclose(decode_image(encode(palette), invert=False)[0].numpy(), expected, atol=1e-5)
@@ -101,6 +101,32 @@ def test_palette_and_transparent_palette():
     data = encode(palette, transparency=0)
     alpha = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))[..., 3] / 255
     np.testing.assert_allclose(decode_image(data, invert=False)[0].numpy(), expected * alpha, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_dark_ink_on_a_transparent_background_is_composited_on_white_and_found(mode):
+    """Issue 18 item 14: black ink on a transparent PNG used to land on black: "no digit found"."""
+    ink = np.zeros((56, 56), dtype=bool)
+    ink[10:46, 24:32] = True  # a "1"
+    if mode == "P":
+        image = Image.new("P", (56, 56), 0)
+        image.putpalette([255, 255, 255, 0, 0, 0] + [0] * 762)  # entry 0 (white, transparent), entry 1 black
+        image.putdata(ink.flatten().astype(np.uint8).tolist())
+        data = encode(image, transparency=0)
+    else:
+        channels = 4 if mode == "RGBA" else 2
+        pixels = np.zeros((56, 56, channels), dtype=np.uint8)  # black everywhere, opaque only on the ink
+        pixels[..., -1] = ink * 255
+        data = encode(Image.fromarray(pixels, mode))
+    plain = decode_image(data, invert=None)[0].numpy()  # auto-invert: the white background turns black
+    assert plain.max() > 0.9 and plain[0, 0] < 0.1
+    digit = decode_digit(data)[0].numpy()
+    assert digit.max() > 0.9 and digit[:, :4].max() == 0
+
+
+def test_a_fully_transparent_image_has_no_ink():
+    with pytest.raises(NoInkError):
+        decode_digit(encode(Image.fromarray(np.zeros((28, 28, 4), dtype=np.uint8), "RGBA")))
 
 
 def test_cmyk_is_converted_like_pil():

@@ -4,8 +4,9 @@
 float tensor (channels, size, size) in [0, 1], or raises `ImageDecodeError` (a ValueError) whose message is one
 line saying why: empty file, not an image, truncated or corrupt, over `MAX_PIXELS` (a decompression bomb is
 refused from its header, before any pixel is decoded), or animated. Every pixel format is converted, not
-rejected: palette (with or without transparency), grayscale + alpha, RGBA (composited on black, the
-background of the digits datasets), 16- and 32-bit integer, float, CMYK, YCbCr.
+rejected: palette (with or without transparency), grayscale + alpha, RGBA (transparent pixels take the background
+that keeps the ink visible: black under light ink, as in the datasets, white under dark ink), 16- and 32-bit
+integer, float, CMYK, YCbCr.
 
 `prepare_digit(pixels, size=28)` prepares a picture of one digit the way the MNIST digits were made (LeCun et al.,
 "Gradient-based learning applied to document recognition", 1998, and the MNIST page): the ink, light or dark,
@@ -32,6 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 __all__ = ["MAX_PIXELS", "MAX_ASPECT", "MNIST_FRAME", "ImageDecodeError", "NoInkError", "decode_image", "read_pixels", "to_model_input",
            "decode_digit", "prepare_digit", "prepare_product", "decode_prepared", "PREPARATIONS", "preparation_for", "enlarge"]
 
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 RGB -> grayscale
 MAX_PIXELS = 20_000_000  # 20 megapixels: plenty for a photo of a digit, far below what could exhaust memory
 MAX_ASPECT = 50  # longest side / shortest side: a 2,000,000 x 10 strip is no picture of a digit
 MNIST_FRAME, MNIST_BOX = 28, 20  # an MNIST digit fits a 20x20 box inside its 28x28 frame
@@ -107,7 +109,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _to_float(image: Image.Image) -> np.ndarray:
-    """Any PIL mode -> (H, W, 1) or (H, W, 3) float32 in [0, 1]; alpha is composited on black."""
+    """Any PIL mode -> (H, W, 1) or (H, W, 3) float32 in [0, 1]; alpha is composited on `_visible_background`."""
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):  # 16/32-bit integer or float grayscale
         values = np.asarray(image, dtype=np.float64)
@@ -131,14 +133,23 @@ def _to_float(image: Image.Image) -> np.ndarray:
     if values.ndim == 2:
         return values[..., None]  # (H, W, 1)
     if image.mode in ("LA", "RGBA"):
-        values = values[..., :-1] * values[..., -1:]  # composite on black: (H, W, k-1)
+        color, alpha = values[..., :-1], values[..., -1:]  # (H, W, k-1), (H, W, 1)
+        values = color * alpha + _visible_background(color, alpha) * (1.0 - alpha)  # (H, W, k-1)
     return values
+
+
+def _visible_background(color: np.ndarray, alpha: np.ndarray) -> float:
+    """The background transparent pixels take: black under light ink (the datasets' own look), white under dark
+    ink (black ink on a transparent PNG), judged by the opaque pixels' mean luma; black when nothing is opaque."""
+    luma = color @ np.array(LUMA_WEIGHTS, dtype=np.float32) if color.shape[-1] == 3 else color[..., 0]  # (H, W)
+    weight = float(alpha.sum())
+    return 1.0 if weight > 0 and float((luma * alpha[..., 0]).sum()) / weight < 0.5 else 0.0
 
 
 def to_model_input(pixels: np.ndarray, *, channels: int, size: int, invert: bool | None = None) -> torch.Tensor:
     """(H, W, 1|3) float in [0, 1] -> (channels, size, size) tensor: channel conversion, letterbox, resize."""
     if pixels.shape[-1] == 3 and channels == 1:
-        pixels = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)[:, None]  # ITU-R 601 luma: (H, W, 1)
+        pixels = pixels @ np.array(LUMA_WEIGHTS, dtype=np.float32)[:, None]  # ITU-R 601 luma: (H, W, 1)
     elif pixels.shape[-1] == 1 and channels == 3:
         pixels = np.repeat(pixels, 3, axis=-1)  # (H, W, 3)
     elif pixels.shape[-1] != channels:
@@ -232,7 +243,7 @@ def _gray(pixels: np.ndarray) -> np.ndarray:
     """(H, W) or (H, W, 1|3) -> (H, W) float64 luma."""
     pixels = np.asarray(pixels, dtype=np.float64)
     if pixels.ndim == 3 and pixels.shape[-1] == 3:
-        return pixels @ np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma: (H, W)
+        return pixels @ np.array(LUMA_WEIGHTS)  # ITU-R 601 luma: (H, W)
     if pixels.ndim == 3 and pixels.shape[-1] == 1:
         return pixels[..., 0]  # (H, W)
     if pixels.ndim != 2:
