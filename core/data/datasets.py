@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from core.data.sources import ArrayDataset, DatasetUnavailable, folder_dataset, official_split
+from core.model import check_field_types
 from core.data.splits import holdout, keep_labels, subset_index
 
 __all__ = [
@@ -99,6 +100,7 @@ class DataConfig:
     workers: int = 2  # DataLoader worker processes for streamed datasets
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.dataset not in NATIVE_SHAPES and not self.dataset.startswith(FOLDER_PREFIX):
             raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {', '.join(DATASETS)}")
         for name in ("shift", "max_train", "max_val", "workers", "labeled_per_batch"):

@@ -4,6 +4,7 @@ format that stores a model with its configs. Imports torch only: nothing else of
 from __future__ import annotations
 
 from core.model.pooling import POOLING_MODES, pool, unpool, soft_pool, soft_unpool, where_offsets
+from core.model.fields import check_field_types
 from core.model.swwae import ModelConfig, SWWAE, Encoding, Decoding, digits_config, rgb32_config
 from core.model.losses import UNLABELED, swwae_loss
 from core.model.checkpoint import (
@@ -11,7 +12,8 @@ from core.model.checkpoint import (
 )
 
 __all__ = [
-    "POOLING_MODES", "pool", "unpool", "soft_pool", "soft_unpool", "where_offsets", "ModelConfig", "SWWAE",
-    "Encoding", "Decoding", "digits_config", "rgb32_config", "UNLABELED", "swwae_loss", "FORMAT", "FORMAT_VERSION",
-    "CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "atomic_write_bytes",
+    "POOLING_MODES", "pool", "unpool", "soft_pool", "soft_unpool", "where_offsets", "check_field_types",
+    "ModelConfig", "SWWAE", "Encoding", "Decoding", "digits_config", "rgb32_config", "UNLABELED", "swwae_loss",
+    "FORMAT", "FORMAT_VERSION", "CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint",
+    "atomic_write_bytes",
 ]

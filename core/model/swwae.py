@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from core.model.fields import check_field_types
 from core.model.pooling import POOLING_MODES, pool, unpool
 
 __all__ = ["ModelConfig", "SWWAE", "Encoding", "Decoding", "digits_config", "rgb32_config"]
@@ -45,6 +46,7 @@ class ModelConfig:
     input_std: tuple[float, ...] = (0.3081,)
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         for name in ("channels", "kernel_sizes", "pool_sizes", "input_mean", "input_std"):
             setattr(self, name, tuple(getattr(self, name)))  # JSON gives lists back
         stages = len(self.channels)

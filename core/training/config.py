@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from core.data import NATIVE_SHAPES, DataConfig
-from core.model import SWWAE, ModelConfig, UNLABELED, digits_config, rgb32_config
+from core.model import SWWAE, UNLABELED, ModelConfig, check_field_types, digits_config, rgb32_config
 from core.training.devices import resolve_device
 
 __all__ = ["TrainConfig", "TrainResult", "MODES", "OPTIMIZERS", "SCHEDULES", "SEED_STRIDE", "EXIT_OK", "EXIT_FAILED",
@@ -52,6 +52,7 @@ class TrainConfig:
     samples: int = 8  # validation images in each reconstruction PNG
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         for name, allowed in (("mode", MODES), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
