@@ -145,14 +145,15 @@ def test_a_reused_pid_does_not_keep_a_dead_run_running(tmp_path):
 
 # ---- 7. a refused resume changes nothing ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("flags", [["--batch-size", "16"], ["--dry-run"]])
-def test_a_refused_resume_changes_nothing_on_disk(finished_run, tmp_path, capsys, flags):
+@pytest.mark.parametrize("flags, reason", [(["--batch-size", "16"], "steps per epoch"),
+                                          (["--dry-run"], "a dry run never writes into an existing run")])
+def test_a_refused_resume_changes_nothing_on_disk(finished_run, tmp_path, capsys, flags, reason):
     """Item 7: `--resume --batch-size 16` and `--dry-run --resume` on a finished run are refused; status.json
-    (and every other file) stays as it was."""
+    (and every other file) stays as it was. (The dry run's reason is its own since issue 18 item 9.)"""
     run = copy_run(finished_run, tmp_path)
     before = snapshot(run)
     assert main(["--run", str(run), "--resume", "--device", "cpu", "--quiet", *flags]) == 2
-    assert "steps per epoch" in one_line_error(capsys)
+    assert reason in one_line_error(capsys)
     assert snapshot(run) == before
     assert rundir.read_status(run)["state"] == "finished"
 

@@ -250,10 +250,12 @@ def test_launch_refuses_busy_existing_and_empty_run_dirs(tmp_path):
         resume(tmp_path / "busy")
     done = make_run(tmp_path, "done", state="finished")
     (done / rundir.METRICS_FILE).write_text("")
-    with pytest.raises(rundir.RunDirError, match="already exists"):
-        launch(done, configs)
     with pytest.raises(rundir.RunDirError, match="nothing to resume"):
         resume(done)
+    launcher._check_free(done, resume=False)  # metrics but no last.pt: an attempt that died early may start afresh
+    (done / rundir.LAST_CHECKPOINT).write_bytes(b"")
+    with pytest.raises(rundir.RunDirError, match="already exists"):
+        launch(done, configs)
     with pytest.raises(rundir.RunDirError, match="not running"):
         stop(done)
     stop(tmp_path / "busy")

@@ -101,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the run in --run from its last.pt; options "
                      "given again override its saved training/data config (e.g. --epochs 20)")
     run.add_argument("--dry-run", action="store_true", help="exercise everything in seconds: 2 epochs of "
-                     f"{DRY_RUN_STEPS_PER_EPOCH} steps, the second one resumed from a checkpoint")
+                     f"{DRY_RUN_STEPS_PER_EPOCH} steps, the second one resumed from a checkpoint, in a new folder "
+                     "(one that holds a run is refused: a dry run never changes a real run)")
     run.add_argument("--export", metavar="PATH", help="at the end, also write the best weights without optimizer "
                      "state to PATH (a small file for the app)")
     run.add_argument("--test", action="store_true", help="once finished, evaluate best.pt (chosen on the validation "
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             data_config = replace(data_config, max_train=DRY_RUN_STEPS_PER_EPOCH * train_config.batch_size * world,
                                   max_val=DRY_RUN_VAL_SAMPLES)
             train_config = replace(train_config, epochs=1, log_every=1, max_steps=0)
-            train(model_config, train_config, data_config, resume=args.resume,
+            train(model_config, train_config, data_config, resume=False, new_only=True,  # never into a real run
                   **{**common, "export_path": None, "test": False})
             train_config = replace(train_config, epochs=2)
             result = train(model_config, train_config, data_config, resume=True, **common)

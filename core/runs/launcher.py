@@ -141,8 +141,8 @@ def _check_free(run_dir: Path, *, resume: bool) -> None:
                                  "or choose another name")
     if resume and not (run_dir / rundir.LAST_CHECKPOINT).is_file():
         raise rundir.RunDirError(f"nothing to resume: run {run_dir.name} has no {rundir.LAST_CHECKPOINT} yet")
-    if not resume and any((run_dir / name).exists() for name in (rundir.LAST_CHECKPOINT, rundir.METRICS_FILE)):
-        raise rundir.RunDirError(f"run {run_dir.name} already exists; resume it or choose another name")
+    if not resume and (run_dir / rundir.LAST_CHECKPOINT).exists():  # metrics alone: an attempt that died before its
+        raise rundir.RunDirError(f"run {run_dir.name} already exists; resume it or choose another name")  # checkpoint
 
 
 def launch(run_dir: str | os.PathLike, configs: Configs | None = None, *, resume: bool = False,

@@ -27,7 +27,8 @@ from core.model import SWWAE, UNLABELED, Checkpoint, ModelConfig, load_checkpoin
 from core.training import rundir
 from core.training.config import SEED_STRIDE, TrainConfig, TrainResult, check_configs, check_labels
 from core.training.devices import resolve_device
-from core.training.distributed import DistContext, all_reduce_sum, broadcast_buffers, init_distributed
+from core.training.distributed import (DistContext, all_reduce_sum, broadcast_buffers, broadcast_text,
+                                       init_distributed)
 from core.training.evaluate import evaluate, is_better
 from core.training.optim import build_optimizer, restore_optimizer
 from core.training.schedule import learning_rate
@@ -69,9 +70,16 @@ def _check_resumable(run_dir: Path, *, resume: bool) -> None:
         raise rundir.RunDirError(f"nothing to resume: {run_dir / rundir.LAST_CHECKPOINT} does not exist")
 
 
-def _claim_run_dir(run_dir: Path, *, resume: bool) -> rundir.Claim:
+RUN_FILES = (rundir.CONFIG_FILE, rundir.METRICS_FILE, rundir.STATUS_FILE, rundir.LAST_CHECKPOINT)
+
+
+def _claim_run_dir(run_dir: Path, *, resume: bool, new_only: bool) -> rundir.Claim:
     """Hold the run directory for this run (refused while another trainer holds it). Nothing in it changes until
-    every input has been checked: a refused resume leaves a finished run as it was."""
+    every input has been checked: a refused resume leaves a finished run as it was. `new_only` (a dry run) refuses
+    a folder that holds any run, before touching it."""
+    if new_only and any((run_dir / name).exists() for name in RUN_FILES):
+        raise rundir.RunDirError(f"{run_dir} holds a run: a dry run never writes into an existing run; give it a new "
+                                 "folder (or none)")
     claim = rundir.claim(run_dir)
     try:
         _check_resumable(run_dir, resume=resume)
@@ -80,6 +88,27 @@ def _claim_run_dir(run_dir: Path, *, resume: bool) -> rundir.Claim:
         raise
     rundir.clear_stop(run_dir)  # a STOP left from before is no request to this run; one made from now on is
     return claim
+
+
+def _claim_on_rank_0(run_dir: Path | None, ddp: DistContext, *, resume: bool, new_only: bool) -> rundir.Claim | None:
+    """Rank 0 claims the run directory; a refusal is raised on every rank, with rank 0's one-line reason, so no
+    rank waits for a run that will not start."""
+    claim, refusal = None, None
+    if run_dir is not None and ddp.is_main:
+        try:
+            claim = _claim_run_dir(run_dir, resume=resume, new_only=new_only)
+        except (rundir.RunDirError, OSError, ValueError) as exc:
+            refusal = exc
+    reason = broadcast_text(_first_line(refusal) if refusal is not None else None, ddp)
+    if refusal is not None:
+        raise refusal
+    if reason is not None:
+        raise rundir.RunDirError(f"rank 0 refused the run: {reason}")
+    return claim
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def train(
@@ -94,6 +123,7 @@ def train(
     progress: bool = False,
     export_path: str | os.PathLike | None = None,
     test: bool = False,
+    new_only: bool = False,
 ) -> TrainResult:
     """Train from scratch (or from run_dir/last.pt when `resume`) and return how it ended.
 
@@ -102,7 +132,8 @@ def train(
     it fails ('failed', result returned, not raised) on a non-finite loss, keeping the last good checkpoint.
     `export_path`: at the end, also write the best weights (no optimizer state) there, e.g. a shipped model.
     `test`: once finished, evaluate best.pt's weights (chosen on 'val') on the 'test' split: TrainResult.test_eval,
-    and "test" in status.json. Nothing else ever reads the test split.
+    and "test" in status.json. Nothing else ever reads the test split. `new_only`: refuse a run_dir that already
+    holds a run (a dry run never writes into one).
     Raises ValueError / CheckpointError / RunDirError / DatasetUnavailable for bad input.
     """
     check_configs(model_config, train_config, data_config)
@@ -112,8 +143,7 @@ def train(
     claim: rundir.Claim | None = None
     try:
         with StopSignal() as stop_signal:
-            if run_dir is not None and ddp.is_main:  # rank 0 alone writes the run directory
-                claim = _claim_run_dir(run_dir, resume=resume)
+            claim = _claim_on_rank_0(run_dir, ddp, resume=resume, new_only=new_only)  # rank 0 alone writes
             return _run(model_config, train_config, data_config, ddp=ddp, stop_signal=stop_signal, run_dir=run_dir,
                         resume=resume, on_record=on_record, should_stop=should_stop, progress=progress,
                         export_path=export_path, test=test)
@@ -124,7 +154,6 @@ def train(
     finally:
         if claim is not None:
             claim.release()
-        ddp.close()
 
 
 def _mark_failed(run_dir: Path, exc: BaseException) -> None:
@@ -132,7 +161,7 @@ def _mark_failed(run_dir: Path, exc: BaseException) -> None:
     status = rundir.read_status(run_dir)
     if not status or status.get("state") != "running" or status.get("pid") != os.getpid():
         return  # not started yet: the status (if any) is a previous run's, and stays as it was
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    reason = _first_line(exc)
     try:
         rundir.write_status(run_dir, "failed", step=status["step"], epoch=status["epoch"],
                             message=f"{type(exc).__name__}: {reason}")
@@ -149,6 +178,9 @@ def _run(model_config, train_config, data_config, *, ddp, stop_signal, run_dir, 
         from tqdm import tqdm
         run.progress_bar = tqdm(total=run.total_steps, initial=run.step, unit="step", dynamic_ncols=True)
     run.status("running", "resumed" if run.resumed else "started")
+    metrics = run.writer / rundir.METRICS_FILE if run.writer is not None else None
+    if metrics is not None and not run.resumed and metrics.is_file() and metrics.stat().st_size:
+        _void_earlier_attempt(run)
     message = f"already trained {run.step} of {run.total_steps} steps"
     while run.epoch < train_config.epochs and run.step < run.total_steps:
         ended = _train_epoch(run)
@@ -159,6 +191,12 @@ def _run(model_config, train_config, data_config, *, ddp, stop_signal, run_dir, 
     if test:
         run.test_eval = _evaluate_test(run, model_config, data_config, run_dir)
     return run.finish("finished", message)
+
+
+def _void_earlier_attempt(run: Run) -> None:
+    """A fresh start where an earlier attempt died before its first checkpoint: a {"kind": "resume", "step": 0}
+    line voids that attempt's records for every reader (they stay in the file), so the steps do not repeat."""
+    rundir.append_metrics(run.writer, {"kind": "resume", "step": 0, "fresh_start": True, "time": time.time()})
 
 
 def _evaluate_test(run: Run, model_config: ModelConfig, data_config: DataConfig, run_dir: Path | None) -> dict:
