@@ -78,3 +78,27 @@ def test_a_refusal_on_rank_0_ends_every_rank_with_its_reason(finished_run):
     assert len(errors) == 2, done.stderr[-2000:]  # rank 0's own refusal, and rank 1's copy of it
     assert all("already holds a run" in line for line in errors)
     assert snapshot(finished_run) == before
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "samples", "lock", "train.log"])
+def test_nothing_is_written_through_a_symbolic_link_in_a_run_folder(tmp_path, name):
+    """Issue 18 item 8: appends, sample pictures, the lock and the log used to follow a link out of the folder."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = outside / ("dir" if name == "samples" else "file")
+    if name == "samples":
+        target.mkdir()
+    else:
+        target.write_text("precious\n")
+    before = snapshot(outside)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / name).symlink_to(target)
+    with pytest.raises(rundir.RunDirError, match="symbolic link"):
+        train(TINY_MODEL, tiny_train(epochs=1), TINY_DATA, run_dir=run)
+    from core.runs import launch, make_configs
+    with pytest.raises(rundir.RunDirError, match="symbolic link"):
+        launch(run, make_configs(data={"dataset": "mnist5k"}, train={}, model={}))
+    with pytest.raises(rundir.RunDirError, match="symbolic link"):
+        rundir.append_metrics(run, {"kind": "step", "step": 1}) if name == "metrics.jsonl" else rundir.claim(run)
+    assert snapshot(outside) == before and not list(run.glob("status.json"))

@@ -135,6 +135,7 @@ def train_command(run_dir: str | os.PathLike, configs: Configs | None = None, *,
 
 
 def _check_free(run_dir: Path, *, resume: bool) -> None:
+    rundir.check_no_links(run_dir)
     summary = summarize(run_dir)
     if (run_dir.exists() and summary.active) and (summary.status or (run_dir / LAUNCH_FILE).exists()):
         raise rundir.RunDirError(f"run {run_dir.name} is busy: {summary.state} (pid {summary.pid}); stop it first "
@@ -156,7 +157,7 @@ def launch(run_dir: str | os.PathLike, configs: Configs | None = None, *, resume
     rundir.clear_stop(run_dir)
     started = time.time()  # before the process can write its first status
     log_path = run_dir / LOG_FILE
-    with open(log_path, "ab") as log:
+    with rundir.open_no_follow(log_path) as log:
         log.write(f"\n$ {' '.join(command)}  # {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         log.flush()
         process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -44,6 +44,7 @@
 from __future__ import annotations
 
 import fcntl
+import errno
 import io
 import json
 import math
@@ -58,6 +59,7 @@ import torch
 from core.model import atomic_write_bytes
 
 __all__ = [
+    "open_no_follow", "check_no_links", "LINKS_REFUSED",
     "CONFIG_FILE", "METRICS_FILE", "STATUS_FILE", "STOP_FILE", "LAST_CHECKPOINT", "BEST_CHECKPOINT", "SAMPLES_DIR",
     "LOCK_FILE", "STATES", "RunDirError",
     "write_config", "read_config", "append_metrics", "is_record", "read_metrics", "write_status", "read_status",
@@ -103,11 +105,37 @@ def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
     """Append one record (it must carry "kind" and "step") as one whole line."""
     record = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
     line = json.dumps(record, allow_nan=False) + "\n"  # strict JSON: non-finite numbers become null
-    with open(Path(run_dir) / METRICS_FILE, "a+b") as f:  # appends go to the end, whatever the position
+    with open_no_follow(Path(run_dir) / METRICS_FILE) as f:  # appends go to the end, whatever the position
         if _ends_torn(f):
             line = "\n" + line  # end the torn line a crash left, so this record is not glued onto it
         f.write(line.encode())
         f.flush()
+
+
+def open_no_follow(path: Path) -> IO[bytes]:
+    """`path` opened to append and read ("a+b"), created if missing, never through a symbolic link: a link there
+    (to a file outside the run folder) is refused with RunDirError instead of being written through."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RunDirError(f"{path} is a symbolic link; a run folder's files are never written through one") from None
+        raise
+    return os.fdopen(fd, "a+b")
+
+
+LINKS_REFUSED = ("metrics.jsonl", "status.json", "config.json", "last.pt", "best.pt", "samples", "lock", "STOP",
+                 "train.log", "launch.json")  # every name the trainer or the app writes in a run folder
+
+
+def check_no_links(run_dir: str | os.PathLike) -> None:
+    """RunDirError when an entry the trainer or the app writes is a symbolic link (writing through it would change a
+    file outside the run folder); nothing is written before this check."""
+    for name in LINKS_REFUSED:
+        path = Path(run_dir) / name
+        if path.is_symlink():
+            raise RunDirError(f"{path} is a symbolic link (to {os.readlink(path)}); a run folder's files are never "
+                              "written through one: remove it, or choose another --run")
 
 
 def _ends_torn(f: IO[bytes]) -> bool:
@@ -250,7 +278,8 @@ def claim(run_dir: str | os.PathLike) -> Claim:
     the temporary files of atomic writes a killed trainer left behind. Hold the Claim for the run's whole life."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(run_dir / LOCK_FILE, "ab")
+    check_no_links(run_dir)
+    lock = open_no_follow(run_dir / LOCK_FILE)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -278,7 +307,7 @@ def _remove_stale_temporaries(run_dir: Path) -> None:
 
 
 def request_stop(run_dir: str | os.PathLike) -> None:
-    (Path(run_dir) / STOP_FILE).touch()
+    open_no_follow(Path(run_dir) / STOP_FILE).close()
 
 
 def stop_requested(run_dir: str | os.PathLike) -> bool:
@@ -298,6 +327,8 @@ def write_samples(run_dir: str | os.PathLike, epoch: int, images: torch.Tensor, 
     pixels = grid.mul(255).round().byte().permute(1, 2, 0).numpy()  # (H', W', C)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
+    if (Path(run_dir) / SAMPLES_DIR).is_symlink():
+        raise RunDirError(f"{Path(run_dir) / SAMPLES_DIR} is a symbolic link; sample pictures are never written through one")
     path = Path(run_dir) / SAMPLES_DIR / f"epoch_{epoch:04d}.png"
     atomic_write_bytes(path, buffer.getvalue())
     return path
