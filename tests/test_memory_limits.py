@@ -113,3 +113,19 @@ def test_a_training_folder_with_a_decompression_bomb_is_refused_in_one_line(tmp_
     assert done.returncode != 0
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
     assert "bomb.png" in done.stderr and "too large" in done.stderr
+
+
+def test_a_huge_one_line_metrics_file_is_skipped_in_bounded_memory_and_never_read_again(tmp_path):
+    """Issue 18 item 6: a 200 MB one-line metrics.jsonl cost the Runs page 11.5 s and 3 GB, re-read on every tick
+    when it had no newline. Here 60 MB, no newline: read once in pieces, then only what is appended."""
+    (tmp_path / "metrics.jsonl").write_bytes(b'{"kind": "step", "step": 1, "total": 0.5}\n' + b"x" * 60_000_000)
+    setup = f"from core.runs import MetricsReader; reader = MetricsReader({str(tmp_path)!r})"
+    action = ("assert reader.update() == 1 and reader.oversized == 1; "
+              "assert reader.offset == reader.path.stat().st_size; "
+              "assert reader.update() == 0; "
+              "open(reader.path, 'ab').write(b'tail\\n{\"kind\": \"step\", \"step\": 2, \"total\": 0.25}\\n'); "
+              "assert reader.update() == 1 and reader.series('step', 'total')[1].tolist() == [0.5, 0.25]; "
+              "assert reader.malformed == 1")
+    growth, result = peak_growth_mb(setup, action)
+    assert result == "RESULT accepted"
+    assert growth < 40, f"{growth:.0f} MB for a 60 MB line"  # read in 8 MB pieces, never held whole
