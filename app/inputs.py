@@ -43,14 +43,31 @@ class Picked:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _decode(sha256: str, channels: int, size: int, invert: bool | None, name: str, _data: bytes) -> torch.Tensor:  # noqa: ARG001
-    return decode_image(_data, channels=channels, size=size, invert=invert, name=name)
+def _decode(sha256: str, channels: int, size: int, invert: bool | None, name: str, _data: bytes):  # noqa: ARG001
+    """(tensor, None) or (None, refusal): a refusal is cached like a success, so a bad file costs its check once."""
+    return _attempt(decode_image, _data, channels=channels, size=size, invert=invert, name=name)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _decode_prepared(sha256: str, style: str, size: int, invert: bool | None, name: str,  # noqa: ARG001
-                     _data: bytes) -> torch.Tensor:
-    return decode_prepared(_data, style, size=size, invert=invert, name=name)
+                     _data: bytes):
+    return _attempt(decode_prepared, _data, style, size=size, invert=invert, name=name)
+
+
+def _attempt(decode, *args, **kwargs) -> tuple[torch.Tensor | None, tuple[bool, str] | None]:
+    try:
+        return decode(*args, **kwargs), None
+    except ImageDecodeError as exc:
+        return None, (isinstance(exc, NoInkError), str(exc))
+
+
+def _unwrap(result: tuple[torch.Tensor | None, tuple[bool, str] | None]) -> torch.Tensor:
+    """The decoded tensor, or the cached refusal raised again as NoInkError / ImageDecodeError."""
+    image, refusal = result
+    if refusal is not None:
+        no_ink, message = refusal
+        raise (NoInkError if no_ink else ImageDecodeError)(message)
+    return image
 
 
 def _show_preview(image: torch.Tensor) -> None:
@@ -76,9 +93,9 @@ def _uploaded(key: str, channels: int, size: int, style: str | None) -> Picked |
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         if prepare:
-            image = _decode_prepared(sha256, style, size, _INVERT[invert], uploaded.name, data)
+            image = _unwrap(_decode_prepared(sha256, style, size, _INVERT[invert], uploaded.name, data))
         else:
-            image = _decode(sha256, channels, size, _INVERT[invert], uploaded.name, data)
+            image = _unwrap(_decode(sha256, channels, size, _INVERT[invert], uploaded.name, data))
     except NoInkError as exc:  # blank, uniform or too faint: no input to show a prediction for
         st.warning(f"{exc}. Nothing to classify: upload a picture in which the subject stands out, or turn "
                    "the preparation off.")
@@ -116,10 +133,13 @@ def _drawn(key: str, channels: int, size: int, style: str | None) -> Picked | No
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         if style is not None:
-            image = _decode_prepared(sha256, style, size, False, "drawing", data)
+            image = _unwrap(_decode_prepared(sha256, style, size, False, "drawing", data))
         else:
-            image = _decode(sha256, channels, size, False, "drawing", data)
-    except ImageDecodeError:  # strokes dragged off the canvas, or erased: nothing to show yet
+            image = _unwrap(_decode(sha256, channels, size, False, "drawing", data))
+    except NoInkError:  # strokes dragged off the canvas, or erased: nothing to show yet
+        return None
+    except ImageDecodeError as exc:  # not the canvas's own PNG: the browser sent something else
+        st.warning(f"Drawing ignored: {exc}.")
         return None
     with row:
         _show_preview(image)

@@ -193,3 +193,22 @@ def test_hostile_canvas_values_are_one_warning_not_a_crash(state):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert [w.value for w in at.warning if w.value.startswith("Drawing ignored: the canvas sent")]
+
+
+def test_a_refused_upload_is_decoded_once_not_on_every_rerun(monkeypatch):
+    """Issue 18 item 4: a refusal was an exception, never cached, so a slow bad file cost its time on every rerun;
+    the same bytes through the canvas were silently ignored."""
+    import app.inputs
+    from tests.test_memory_limits import many_page_tiff
+
+    calls = []
+    real = app.inputs.decode_image
+    monkeypatch.setattr(app.inputs, "decode_image", lambda *a, **k: calls.append(1) or real(*a, **k))
+    at = open_layers()
+    at.radio(key="layers_source").set_value("Upload").run()
+    at.toggle(key="layers_prepare").set_value(False).run()
+    at.file_uploader(key="layers_upload").set_value(("pages.tif", many_page_tiff(3_000) + b"x", "image/tiff")).run()
+    for _ in range(3):
+        at.run()
+        assert not at.exception and [e.value for e in at.error if "multi-page" in e.value]
+    assert len(calls) == 1

@@ -129,3 +129,52 @@ def test_a_huge_one_line_metrics_file_is_skipped_in_bounded_memory_and_never_rea
     growth, result = peak_growth_mb(setup, action)
     assert result == "RESULT accepted"
     assert growth < 40, f"{growth:.0f} MB for a 60 MB line"  # read in 8 MB pieces, never held whole
+
+
+def test_a_20_megapixel_rgba_png_is_decoded_small(tmp_path):
+    """Issue 18 item 5: a legal 20 MP RGBA PNG of under 100 KB cost 840 MB and 3.7 s per decode."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.zeros((4000, 5000, 4), dtype=np.uint8)
+    pixels[1000:3000, 2000:2500, 3] = 255  # a black "1" on a transparent background
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "big.png")
+    assert (tmp_path / "big.png").stat().st_size < 200_000
+    growth, result = peak_growth_mb("from core.data import decode_digit, read_pixels",
+                                    f"data = open({str(tmp_path / 'big.png')!r}, 'rb').read(); "
+                                    "assert max(read_pixels(data).shape) <= 1024; "
+                                    "assert decode_digit(data).max() > 0.9")
+    assert result == "RESULT accepted"
+    assert growth < 300, f"{growth:.0f} MB to decode a 20 MP PNG"
+
+
+def many_page_tiff(pages: int) -> bytes:
+    """A little-endian TIFF of `pages` 1x1 8-bit grey pages, written directly (PIL's writer takes minutes for this):
+    each page an IFD of 8 tags and its one pixel, chained by next-IFD offsets."""
+    import struct
+
+    entry = struct.Struct("<HHII")  # tag, type (3 SHORT, 4 LONG), count, value
+    ifd_size = 2 + 8 * entry.size + 4
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8))
+    for page in range(pages):
+        start = len(out)
+        pixel = start + ifd_size
+        tags = [(256, 4, 1, 1), (257, 4, 1, 1), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1), (273, 4, 1, pixel),
+                (278, 4, 1, 1), (279, 4, 1, 1)]
+        out += struct.pack("<H", len(tags)) + b"".join(entry.pack(*tag) for tag in tags)
+        out += struct.pack("<I", pixel + 1 if page + 1 < pages else 0) + bytes([page % 256])
+    return bytes(out)
+
+
+def test_a_multi_page_tiff_is_refused_from_its_header_quickly():
+    """Issue 18 item 4: an 8 MB TIFF of 80,000 one-pixel pages took 50 s to refuse (every page was counted)."""
+    import time
+
+    from core.data import ImageDecodeError, read_pixels
+
+    data = many_page_tiff(80_000)
+    assert len(data) < 9_000_000
+    started = time.perf_counter()
+    with pytest.raises(ImageDecodeError, match="multi-page"):
+        read_pixels(data)
+    assert time.perf_counter() - started < 1.0  # counting the pages takes tens of seconds

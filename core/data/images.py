@@ -46,6 +46,7 @@ PRODUCT_FLOOR = 0.06  # product pixels departing from the background by less tha
 PREPARATIONS = {  # dataset -> how its images were made, and so how an upload or a drawing is prepared for its models
     "mnist5k": "digit", "mnist": "digit", "fashion-mnist": "product",
 }
+_REDUCIBLE = ("L", "LA", "I", "F", "RGB", "RGBA", "CMYK", "YCbCr")  # modes Image.reduce takes
 WORKING_SIDE = 1024  # a larger photo is first shrunk (area average) to this longer side: a 12 MP photo takes ~0.5 s
 
 
@@ -91,16 +92,35 @@ def read_pixels(data: bytes, *, name: str = "uploaded file") -> np.ndarray:
     if max(width, height) > MAX_ASPECT * min(width, height):
         raise ImageDecodeError(f"{name}: the image is {width}x{height}, longer than {MAX_ASPECT} times its width; "
                                "crop it around the digit")
-    frames = getattr(image, "n_frames", 1)
-    if getattr(image, "is_animated", False) or frames > 1:
-        raise ImageDecodeError(f"{name}: animated images are not supported ({frames} frames); upload one frame "
-                               "as PNG or JPEG")
+    if getattr(image, "is_animated", False):  # from the header and the next frame's: never count them all
+        raise ImageDecodeError(f"{name}: animated or multi-page images are not supported; upload one frame as PNG "
+                               "or JPEG")
+    sixteen_bit = image.mode.startswith("I;16")
     try:
-        image.load()
+        image = _decode_small(image)
         image = ImageOps.exif_transpose(image)  # a phone photo's rotation flag
     except Exception as exc:  # noqa: BLE001 - every decoder failure means the same thing to the user
         raise ImageDecodeError(f"{name}: the image data is truncated or corrupt ({_first_line(exc)})") from None
-    return _to_float(image)
+    return _to_float(image, sixteen_bit=sixteen_bit)
+
+
+def _decode_small(image: Image.Image) -> Image.Image:
+    """Decode at most WORKING_SIDE on the longer side, the most any preparation uses: a JPEG is decoded at a
+    reduced scale (`draft`), anything else is reduced right after decoding, in its own 8-bit mode, before any
+    float copy (a 20-megapixel RGBA PNG then costs its 80 MB of pixels, not gigabytes of floats)."""
+    width, height = image.size
+    factor = math.ceil(max(width, height) / WORKING_SIDE)
+    if factor > 1 and image.format == "JPEG":
+        image.draft(image.mode, (math.ceil(width / factor), math.ceil(height / factor)))
+    image.load()
+    factor = math.ceil(max(image.size) / WORKING_SIDE)
+    if factor > 1:
+        if image.mode.startswith("I;16") or image.mode == "1":
+            image = image.convert("I" if image.mode != "1" else "L")
+        elif image.mode not in _REDUCIBLE:  # palette
+            image = image.convert("RGBA" if "transparency" in image.info or "A" in image.mode else "RGB")
+        image = image.reduce(factor)  # box filter: each output pixel the mean of factor x factor
+    return image
 
 
 def _first_line(exc: BaseException) -> str:
@@ -108,12 +128,12 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _to_float(image: Image.Image) -> np.ndarray:
+def _to_float(image: Image.Image, *, sixteen_bit: bool = False) -> np.ndarray:
     """Any PIL mode -> (H, W, 1) or (H, W, 3) float32 in [0, 1]; alpha is composited on `_visible_background`."""
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):  # 16/32-bit integer or float grayscale
         values = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        peak = 65535.0 if sixteen_bit or mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
         if mode == "I" and values.max(initial=0) > 65535:
             peak = float(values.max())
         if mode == "F":
