@@ -230,3 +230,20 @@ def test_partial_and_malformed_lines_plot_the_good_lines(runs_root):
     steps, totals = curve(at, "torn")
     assert steps == [1, 2, 4] and np.allclose(totals, [1.0, 0.5, 0.25])
     assert any("1 malformed line skipped" in c.value for c in at.caption)
+
+
+def test_many_active_runs_show_a_few_and_bound_the_selection(tmp_path, monkeypatch):
+    """Issue 18 item 7: 300 active runs were all selected by default (300 pictures, 601 buttons per tick)."""
+    root = tmp_path / "many"
+    for index in range(40):
+        run = root / f"run-{index:03d}"
+        run.mkdir(parents=True)
+        rundir.write_config(run, model={}, train={"samples": 4}, data={"dataset": "mnist5k"})
+        rundir.write_status(run, "running", step=index, epoch=0, total_steps=100)  # this live process: active
+    monkeypatch.setenv(RUNS_ENV, str(root))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("views/runs.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    picker = at.multiselect(key="runs_selected")
+    assert 1 <= len(picker.value) <= 4 and picker.max_selections == 8
+    assert len(at.button) <= 2 * 4 + 1  # open / stop-or-resume per shown run, and Refresh

@@ -16,6 +16,8 @@ from core.training import rundir, run_device
 
 REFRESH_S = 2.0
 MAX_POINTS = 2000  # per line; longer runs are averaged over buckets of records
+DEFAULT_SHOWN = 4  # active runs selected when the page opens
+MAX_SHOWN = 8  # runs plotted at once: a refresh tick draws at most this many curves, pictures and buttons
 LAYERS_PAGE = "views/layers.py"
 STATE_BADGES = {"starting": ":blue-badge[:material/hourglass_top: starting]",  # for markdown (the table says it plainly)
                 "running": ":green-badge[:material/play_circle: running]",
@@ -42,11 +44,12 @@ if not summaries:
     st.stop()
 
 names = list(summaries)
-if SELECTED not in st.session_state:  # the active runs, else the newest one
-    st.session_state[SELECTED] = [n for n in names if summaries[n].active] or names[:1]
-st.session_state[SELECTED] = [n for n in st.session_state[SELECTED] if n in summaries]  # a folder may be gone
-pick_col, log_col, refresh_col = st.columns([6, 1.4, 1], vertical_alignment="bottom")
-pick_col.multiselect("Runs to plot (overlaid)", names, key=SELECTED)
+if SELECTED not in st.session_state:  # a few active runs (newest first), else the newest one
+    st.session_state[SELECTED] = [n for n in names if summaries[n].active][:DEFAULT_SHOWN] or names[:1]
+st.session_state[SELECTED] = [n for n in st.session_state[SELECTED] if n in summaries][:MAX_SHOWN]  # a folder may
+pick_col, log_col, refresh_col = st.columns([6, 1.4, 1], vertical_alignment="bottom")  # be gone
+pick_col.multiselect("Runs to plot (overlaid)", names, key=SELECTED, max_selections=MAX_SHOWN,
+                     help=f"Up to {MAX_SHOWN} at once, so every refresh stays quick however many runs there are.")
 log_col.toggle("log-scale losses", key=LOG_LOSSES)
 refresh_col.button("Refresh", icon=":material/refresh:", help="Look for new runs now (the page refreshes by itself "
                    "only while a run is active).", key="runs_refresh")
