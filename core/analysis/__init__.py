@@ -4,7 +4,10 @@ never core.training, core.runs or the app.
 """
 from __future__ import annotations
 
-from core.analysis.running import evaluating, as_batch, cat_encodings, psnr, class_probabilities, classify, mse, mse_of
+from core.analysis.running import (
+    evaluating, as_batch, cat_encodings, psnr, class_probabilities, classify, mse, mse_of, activation_bytes,
+    batch_size_for, BATCH_MEMORY_BYTES,
+)
 from core.analysis.swaps import (
     SwapResult, WhereMorph, swap_where, swap_matrix, reconstruct, no_where_recon, morph_where,
 )
@@ -16,16 +19,17 @@ from core.analysis.render import (
     diverging_rgb, Tile, difference_tile, stage_difference, recon_tiles, swap_tiles, panel_png, swap_grid,
     sequential_rgb, tile_rgb, crisp_pixels, side_by_side, unit_tiles, tile_targets,
 )
-from core.analysis.viewable import VIEWABLE_CHANNELS, check_viewable
+from core.analysis.viewable import VIEWABLE_CHANNELS, MAX_VIEWABLE_SIZE, MAX_IMAGE_ACTIVATION_BYTES, check_viewable
 
 __all__ = [
     "evaluating", "as_batch", "cat_encodings", "psnr", "class_probabilities", "classify", "mse", "mse_of",
-    "SwapResult", "WhereMorph", "swap_where", "swap_matrix", "reconstruct", "no_where_recon", "morph_where",
-    "ShiftStage", "shift_image", "shift_probe", "shift_curves", "along_axis", "shift_findings", "StageView",
-    "UnitView", "layer_views", "unit_view", "unit_decodings", "channel_peaks", "top_images", "METHODS",
-    "METHOD_LABELS", "LogitsModel", "Attribution", "attribute", "attribute_all", "Mosaic", "mosaic",
-    "mosaic_columns", "where_colors", "where_mosaic", "where_legend", "where_arrows", "display_image",
-    "diverging_rgb", "Tile", "difference_tile", "stage_difference", "recon_tiles", "swap_tiles", "panel_png",
-    "swap_grid", "sequential_rgb", "tile_rgb", "crisp_pixels", "side_by_side", "unit_tiles", "tile_targets",
-    "VIEWABLE_CHANNELS", "check_viewable",
+    "activation_bytes", "batch_size_for", "BATCH_MEMORY_BYTES", "SwapResult", "WhereMorph", "swap_where",
+    "swap_matrix", "reconstruct", "no_where_recon", "morph_where", "ShiftStage", "shift_image", "shift_probe",
+    "shift_curves", "along_axis", "shift_findings", "StageView", "UnitView", "layer_views", "unit_view",
+    "unit_decodings", "channel_peaks", "top_images", "METHODS", "METHOD_LABELS", "LogitsModel", "Attribution",
+    "attribute", "attribute_all", "Mosaic", "mosaic", "mosaic_columns", "where_colors", "where_mosaic",
+    "where_legend", "where_arrows", "display_image", "diverging_rgb", "Tile", "difference_tile", "stage_difference",
+    "recon_tiles", "swap_tiles", "panel_png", "swap_grid", "sequential_rgb", "tile_rgb", "crisp_pixels",
+    "side_by_side", "unit_tiles", "tile_targets", "VIEWABLE_CHANNELS", "MAX_VIEWABLE_SIZE",
+    "MAX_IMAGE_ACTIVATION_BYTES", "check_viewable",
 ]

@@ -12,9 +12,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.model import SWWAE, Encoding
+from core.model import SWWAE, Encoding, ModelConfig
 
-__all__ = ["evaluating", "as_batch", "cat_encodings", "psnr", "class_probabilities", "classify", "mse", "mse_of"]
+__all__ = ["evaluating", "as_batch", "cat_encodings", "psnr", "class_probabilities", "classify", "mse", "mse_of",
+           "activation_bytes", "batch_size_for", "BATCH_MEMORY_BYTES"]
+
+BATCH_MEMORY_BYTES = 256 * 2**20  # what one batch of an analysis may hold in activations
+BYTES_PER_VALUE = 4
 
 
 @contextlib.contextmanager
@@ -64,3 +68,17 @@ def mse(recon: torch.Tensor, image: torch.Tensor) -> float:
 def cat_encodings(encodings: Sequence[Encoding]) -> Encoding:
     cat = lambda attr: [torch.cat(ts) for ts in zip(*(getattr(e, attr) for e in encodings))]  # noqa: E731
     return Encoding(cat("whats"), cat("wheres"), cat("pre_pool"), torch.cat([e.logits for e in encodings]))
+
+
+def activation_bytes(config: ModelConfig) -> int:
+    """Bytes of one image's encoder and decoder activations (float32): the input and, per stage, the pre-pool map
+    (its convolutions' outputs), the what and the decoder's maps of the same sizes."""
+    values = config.in_channels * config.image_size ** 2
+    for channels, size, pool in zip(config.channels, config.stage_sizes, config.pool_sizes):
+        values += 2 * channels * size ** 2 * config.convs_per_stage + 2 * channels * (size // pool) ** 2
+    return values * BYTES_PER_VALUE
+
+
+def batch_size_for(config: ModelConfig, budget_bytes: int = BATCH_MEMORY_BYTES) -> int:
+    """How many images one batch may hold within `budget_bytes` of activations (at least 1)."""
+    return max(1, budget_bytes // activation_bytes(config))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.analysis.running import as_batch, cat_encodings, evaluating, mse_of
+from core.analysis.running import as_batch, batch_size_for, cat_encodings, evaluating, mse_of
 from core.model import SWWAE, Decoding, Encoding, where_offsets
 
 __all__ = ["StageView", "UnitView", "layer_views", "unit_view", "unit_decodings", "channel_peaks", "top_images"]
@@ -109,8 +109,10 @@ def unit_view(model: SWWAE, image: torch.Tensor, stage: int, channel: int) -> Un
     )
 
 
-def channel_peaks(model: SWWAE, images: torch.Tensor, batch_size: int = 250) -> list[np.ndarray]:
-    """Each image's largest what of every channel, per stage: [(N, C_l) float32 for each stage]."""
+def channel_peaks(model: SWWAE, images: torch.Tensor, batch_size: int | None = None) -> list[np.ndarray]:
+    """Each image's largest what of every channel, per stage: [(N, C_l) float32 for each stage]. Batches hold what
+    the activation budget allows (`batch_size_for`), whatever the model's input size."""
+    batch_size = batch_size or batch_size_for(model.config)
     peaks: list[list[np.ndarray]] = [[] for _ in model.config.channels]
     with evaluating(model):
         for start in range(0, images.shape[0], batch_size):
