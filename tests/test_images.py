@@ -124,6 +124,16 @@ def test_dark_ink_on_a_transparent_background_is_composited_on_white_and_found(m
     assert digit.max() > 0.9 and digit[:, :4].max() == 0
 
 
+@pytest.mark.parametrize("fmt", ["ICO", "PPM", "TGA"])
+def test_other_formats_renamed_png_are_refused_from_the_header(fmt):
+    """Issue 18 item 5: an .ico renamed .png was decoded at 81 MP before the 20 MP limit refused it (an ICO's header
+    size is not what its embedded PNG decodes to)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buffer, format=fmt)
+    with pytest.raises(ImageDecodeError, match=f"holds {fmt} data"):
+        decode_image(buffer.getvalue(), name="icon.png")
+
+
 def test_a_fully_transparent_image_has_no_ink():
     with pytest.raises(NoInkError):
         decode_digit(encode(Image.fromarray(np.zeros((28, 28, 4), dtype=np.uint8), "RGBA")))

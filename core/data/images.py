@@ -34,6 +34,7 @@ __all__ = ["MAX_PIXELS", "MAX_ASPECT", "MNIST_FRAME", "ImageDecodeError", "NoInk
            "decode_digit", "prepare_digit", "prepare_product", "decode_prepared", "PREPARATIONS", "preparation_for", "enlarge"]
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 RGB -> grayscale
+UPLOAD_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "DIB", "TIFF", "WEBP")  # whose header tells the decoded size
 MAX_PIXELS = 20_000_000  # 20 megapixels: plenty for a photo of a digit, far below what could exhaust memory
 MAX_ASPECT = 50  # longest side / shortest side: a 2,000,000 x 10 strip is no picture of a digit
 MNIST_FRAME, MNIST_BOX = 28, 20  # an MNIST digit fits a 20x20 box inside its 28x28 frame
@@ -83,6 +84,9 @@ def read_pixels(data: bytes, *, name: str = "uploaded file") -> np.ndarray:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise ImageDecodeError(f"{name}: not an image PIL can read (expected PNG, JPEG, GIF, BMP, TIFF or WebP)"
                                ) from None
+    if image.format not in UPLOAD_FORMATS:  # e.g. an .ico renamed .png: its header's size is not what it decodes to
+        raise ImageDecodeError(f"{name}: the file holds {image.format or 'unknown'} data, not PNG, JPEG, GIF, BMP, "
+                               "TIFF or WebP")
     width, height = image.size
     if width * height > MAX_PIXELS:  # from the header alone, before any pixel is decoded
         raise ImageDecodeError(f"{name}: the image is too large ({width}x{height} = {width * height / 1e6:.1f} "
