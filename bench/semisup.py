@@ -1,6 +1,8 @@
-"""Semi-supervised MNIST: SWWAE (NLL + L2rec + L2M) vs the same network trained on the labeled samples alone.
+"""Semi-supervised learning (MNIST, or Fashion-MNIST with --pool): SWWAE (NLL + L2rec + L2M) vs the same network
+trained on the labeled samples alone.
 
     python -m bench.semisup --test-data ../shared/data/mnist [--labels 100 600 1000 3000] [--seeds 0 1 2]
+    python -m bench.semisup --pool fashion-mnist --labels 100 1000 4000 --steps 3000   # 55,000 training images
                             [--steps 1000] [--jobs 2] [--pool mnist5k]
 
 For every labels count N and seed: N labels are kept from the training pool (balanced over classes, seeded by

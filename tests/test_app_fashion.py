@@ -73,7 +73,7 @@ def test_uploads_for_the_fashion_model_are_prepared_like_fashion_mnist():
     assert at.toggle(key="layers_prepare").value is True
 
 
-def test_the_swap_page_uses_the_fashion_ablation_model(monkeypatch):
+def test_the_swap_page_uses_the_fashion_ablation_model():
     at = open_fashion("swap")
     captions = " ".join(c.value for c in at.caption)
     assert "fashion_ablation_none.pt" in captions
