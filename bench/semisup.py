@@ -2,8 +2,8 @@
 trained on the labeled samples alone.
 
     python -m bench.semisup --test-data ../shared/data/mnist [--labels 100 600 1000 3000] [--seeds 0 1 2]
-    python -m bench.semisup --pool fashion-mnist --labels 100 1000 4000 --steps 3000   # 55,000 training images
                             [--steps 1000] [--jobs 2] [--pool mnist5k]
+    python -m bench.semisup --pool fashion-mnist --labels 100 1000 4000 --steps 3000   # 55,000 training images
 
 For every labels count N and seed: N labels are kept from the training pool (balanced over classes, seeded by
 the seed), the rest of the pool is unlabeled. Both arms use the project's trainer (core.training.train) with the
