@@ -23,6 +23,8 @@ COMMANDS = {
     "invariance": "python -m bench.invariance --pool fashion-mnist",
     "speed": "python -m bench.train --dataset fashion-mnist --repeats 1 --out docs/results/train_speed_fashion-mnist.json",
 }
+FLAGS = {"train.lambda_rec": "--lambda-rec", "train.lambda_mid": "--lambda-mid", "model.noise_std": "--noise",
+         "model.dropout": "--dropout", "train.max_steps": "--steps", "train.lr": "--lr", "data.shift": "--shift"}
 TARGET_REDUCTION = 0.20  # the target at N = 100: SWWAE's test error at least 20% below supervised-only
 
 
@@ -154,7 +156,7 @@ def _variant_details(records: list[dict], runs: list[dict]) -> list[str]:
         return []
     lines = ["#### Other settings (chosen on validation accuracy, test error beside it)", "",
              "| settings changed | N | seeds | val accuracy % | test error % | the protocol's, same seeds: val % | "
-             "test error % |", "|---|---|---|---|---|---|---|"]
+             "test error % | command |", "|---|---|---|---|---|---|---|---|"]
     rows = []
     for group in groups.values():
         base = [main[(r["labels"], r["seed"])] for r in group]
@@ -163,9 +165,13 @@ def _variant_details(records: list[dict], runs: list[dict]) -> list[str]:
                    and k not in ("train.seed", "data.label_seed")}
         shown = ", ".join(f"{k} = {v}" for k, v in changed.items()) or "same"
         rows.append((mean(group, "val_accuracy") - mean(base, "val_accuracy"), shown, group, base))
+        seeds = " ".join(str(r["seed"]) for r in group)
+        flags = " ".join(f"{FLAGS[k]} {v}" for k, v in changed.items() if k in FLAGS)
+        command = (f"python -m bench.semisup --pool fashion-mnist --labels {group[0]['labels']} --seeds {seeds} "
+                   f"--steps {group[0]['configs']['train']['max_steps']} --arms swwae {flags}")
         lines.append(f"| {shown} | {group[0]['labels']} | {', '.join(str(r['seed']) for r in group)} | "
                      f"{100 * mean(group, 'val_accuracy'):.2f} | {mean(group, 'test_error'):.2f} | "
-                     f"{100 * mean(base, 'val_accuracy'):.2f} | {mean(base, 'test_error'):.2f} |")
+                     f"{100 * mean(base, 'val_accuracy'):.2f} | {mean(base, 'test_error'):.2f} | `{command}` |")
     gain, shown, group, base = max(rows, key=lambda row: row[0])
     test_gain = sum(b["test_error"] for b in base) / len(base) - sum(r["test_error"] for r in group) / len(group)
     lines += ["", f"Best by validation accuracy: {shown} ({100 * gain:+.2f} points of validation accuracy over the "
