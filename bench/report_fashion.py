@@ -174,10 +174,13 @@ def _variant_details(records: list[dict], runs: list[dict]) -> list[str]:
                      f"{100 * mean(base, 'val_accuracy'):.2f} | {mean(base, 'test_error'):.2f} | `{command}` |")
     gain, shown, group, base = max(rows, key=lambda row: row[0])
     test_gain = sum(b["test_error"] for b in base) / len(base) - sum(r["test_error"] for r in group) / len(group)
-    lines += ["", f"Best by validation accuracy: {shown} ({100 * gain:+.2f} points of validation accuracy over the "
-              f"protocol on seeds {', '.join(str(r['seed']) for r in group)}); on the test set it is "
-              f"{abs(test_gain):.2f} points {'better' if test_gain > 0 else 'worse'}"
-              + (" — seen on one seed only, not confirmed." if len(group) == 1 else "."), ""]
+    seeds = ", ".join(str(r["seed"]) for r in group)
+    verdict = (f"the best by validation accuracy is {shown}, {100 * gain:+.2f} points over the protocol"
+               if gain > 0 else f"no other setting beat the protocol on validation accuracy; the closest, {shown}, "
+               f"was {100 * gain:+.2f} points")
+    lines += ["", f"Chosen on validation: {verdict} (seeds {seeds}); on the test set it is {abs(test_gain):.2f} "
+              f"points {'better' if test_gain > 0 else 'worse'}"
+              + (" — one seed only, not confirmed." if len(group) == 1 else "."), ""]
     return lines
 
 
