@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench import semisup
-from bench.common import RESULTS_DIR, read_jsonl
+from bench.common import RESULTS_DIR, invariance_summary, plot_error_vs_labels, read_jsonl
 from bench.report_fashion import fashion_records, fashion_section
 from core.analysis import ShiftStage, shift_findings
 from core.model import ModelConfig
@@ -88,7 +88,8 @@ def semisup_section(records: list[dict], out_dir: Path) -> list[str]:
               "checked against the paper from this offline machine.", ""]
     lines += _paired(main)
     lines += _repeatability(records)
-    _plot_semisup(summary, out_dir / "semisup.png")
+    plot_error_vs_labels(summary, out_dir / "semisup.png", xlabel="labeled training digits N",
+                         ylabel="MNIST test error (%)", references=PAPER)
     lines += ["![test error vs labels](results/semisup.png)", ""]
     lines += _targets(summary)
     if by_key:
@@ -207,30 +208,6 @@ def _settings_diff(configs: dict, main_args) -> dict:
     return {k: v for k, v in found.items() if v != getattr(main_args, k)}
 
 
-def _plot_semisup(summary: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for pool, rows in summary.items():
-        ns = [int(n) for n in rows]
-        for arm, style in (("swwae", "-o"), ("supervised", "--s")):
-            points = [(int(n), r[arm]["mean"], r[arm]["std"]) for n, r in rows.items() if arm in r]
-            if points:
-                ax.errorbar(*zip(*points), fmt=style, capsize=3, label=f"{arm} ({pool}, measured)")
-    for name, values in PAPER.items():
-        ax.plot(list(values), [v[0] for v in values.values()], ":", marker="x", label=name)
-    ax.set_xscale("log")
-    ax.set_xticks(ns, [str(n) for n in ns])
-    ax.set_xlabel("labeled training digits N")
-    ax.set_ylabel("MNIST test error (%)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def ablation_section(path: Path) -> list[str]:
     lines = ["## Where ablation: reconstruction with and without where", ""]
     if not path.is_file():
@@ -279,7 +256,7 @@ def invariance_section(path: Path) -> list[str]:
         "the same share against the next digit's switches, shifted the same way (chance). "
         "Rows average the shift right and the shift down.", "",
     ]
-    lines += _invariance_summary(results) + [""]
+    lines += invariance_summary(results) + [""]
     for name, model in results["models"].items():
         rows = [ShiftStage(**r) for r in model["rows"]]
         lines += [f"### {name}: `{model['checkpoint']}`", "",
@@ -295,25 +272,6 @@ def invariance_section(path: Path) -> list[str]:
         lines += [""] + [f"- {line}" for shift in FINDINGS_AT if shift in results["shifts"]
                          for line in shift_findings(rows, shift)] + [""]
     return lines + ["![shift probe](results/invariance.png)", ""]
-
-
-def _invariance_summary(results: dict) -> list[str]:
-    """One row per model: what ÷ input at a 1-pixel shift, and switches followed when the shift is each stage's
-    stride (rows average the shift right and the shift down)."""
-    lines = ["| model | what ÷ input at 1 px, stage 1 → last | switches followed when the shift = the stage's stride "
-             "(chance) |", "|---|---|---|"]
-    for name, model in results["models"].items():
-        rows = [ShiftStage(**r) for r in model["rows"]]
-        stages = sorted({r.stage for r in rows})
-        mean = lambda shift, stage, field: sum(getattr(r, field) for r in rows if r.shift == shift  # noqa: E731
-                                               and r.stage == stage) / 2
-        ratios = " → ".join(f"{mean(1, s, 'what_per_input'):.2f}" for s in stages) if 1 in results["shifts"] else "—"
-        strides = {s: next(r.stride for r in rows if r.stage == s) for s in stages}
-        followed = "; ".join(f"stage {s + 1} at {strides[s]} px: {mean(strides[s], s, 'where_followed'):.0%} "
-                             f"({mean(strides[s], s, 'where_reference'):.0%})" for s in stages
-                             if strides[s] in results["shifts"])
-        lines.append(f"| {name} | {ratios} | {followed} |")
-    return lines
 
 
 def speed_section(out_dir: Path) -> list[str]:

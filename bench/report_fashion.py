@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench import semisup
-from bench.common import load_test, test_metrics
+from bench.common import invariance_summary, load_test, plot_error_vs_labels, stage_mean, test_metrics
 from core.analysis import ShiftStage
 from core.model import load_checkpoint
 
@@ -41,7 +41,9 @@ def fashion_section(records: list[dict], out_dir: Path) -> list[str]:
     lines += _summary_table(summary, ablation, invariance, _read(out_dir / "train_speed_fashion-mnist.json"))
     figure = "semisup_fashion-mnist.png" if summary else "where_ablation_fashion-mnist.png"
     if summary:
-        semisup_plot(summary, out_dir / figure)
+        plot_error_vs_labels({"fashion-mnist": summary}, out_dir / figure,
+                             xlabel="labeled training images N (the rest of the 55,000 unlabeled)",
+                             ylabel="Fashion-MNIST test error (%)")
     lines += [f"![Fashion-MNIST](results/{figure})", ""]
     lines += _semisup_details(runs, summary)
     lines += _variant_details(records, runs)
@@ -92,7 +94,7 @@ def _summary_table(summary: dict, ablation: dict | None, invariance: dict | None
         if model:
             rows = [ShiftStage(**r) for r in model["rows"]]
             top = max(r.stage for r in rows)
-            ratio = _mean(rows, 1, top, "what_per_input")
+            ratio = stage_mean(rows, 1, top, "what_per_input")
             lines.append(f"| shift probe, shipped model: top stage's what ÷ input change at a 1-pixel shift | "
                          f"{ratio:.2f} ({'less' if ratio < 1 else 'more'} change than the input) |")
     if speed:
@@ -102,11 +104,6 @@ def _summary_table(summary: dict, ablation: dict | None, invariance: dict | None
                      f"{speed['engine']['images_per_s']:.0f} images/s; a plain hand-written loop, no validation: "
                      f"{speed['plain']['seconds']:.1f} s, {speed['plain']['images_per_s']:.0f} images/s) |")
     return lines + [""]
-
-
-def _mean(rows: list[ShiftStage], shift: int, stage: int, field: str) -> float:
-    mine = [getattr(r, field) for r in rows if r.shift == shift and r.stage == stage]
-    return sum(mine) / len(mine) if mine else float("nan")
 
 
 def _semisup_details(runs: list[dict], summary: dict) -> list[str]:
@@ -214,36 +211,5 @@ def _invariance_details(results: dict | None) -> list[str]:
               f"{results['image_source']} images spread over the set (definitions as in the MNIST section below). "
               "Per model: what ÷ input at a 1-pixel shift, stage 1 → last; and the share of decisive switches that "
               "moved by exactly the shift when the shift equals the stage's stride, against another image's "
-              "(chance).", "",
-              "| model | what ÷ input at 1 px | switches followed at the stride (chance) |", "|---|---|---|"]
-    for name, model in results["models"].items():
-        rows = [ShiftStage(**r) for r in model["rows"]]
-        stages = sorted({r.stage for r in rows})
-        ratios = " → ".join(f"{_mean(rows, 1, s, 'what_per_input'):.2f}" for s in stages)
-        strides = {s: next(r.stride for r in rows if r.stage == s) for s in stages}
-        followed = "; ".join(f"stage {s + 1} at {strides[s]} px: {_mean(rows, strides[s], s, 'where_followed'):.0%} "
-                             f"({_mean(rows, strides[s], s, 'where_reference'):.0%})"
-                             for s in stages if strides[s] in results["shifts"])
-        lines.append(f"| {name} | {ratios} | {followed} |")
+              "(chance).", ""] + invariance_summary(results)
     return lines + ["", "![Fashion-MNIST shift probe](results/invariance_fashion-mnist.png)", ""]
-
-
-def semisup_plot(summary: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for arm, style in (("swwae", "-o"), ("supervised", "--s")):
-        points = [(int(n), r[arm]["mean"], r[arm]["std"]) for n, r in summary.items() if arm in r]
-        if points:
-            ax.errorbar(*zip(*points), fmt=style, capsize=3, label=arm)
-    ns = sorted(int(n) for n in summary)
-    ax.set_xscale("log")
-    ax.set_xticks(ns, [str(n) for n in ns])
-    ax.set_xlabel("labeled training images N (the rest of the 55,000 unlabeled)")
-    ax.set_ylabel("Fashion-MNIST test error (%)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

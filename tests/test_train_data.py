@@ -1,6 +1,5 @@
 """Datasets through the real code paths, offline: synthetic IDX files in torchvision's layout, an image folder,
 the semi-supervised label split, on-device batching and the shift augmentation."""
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +13,10 @@ from core.data import DataConfig, DatasetUnavailable, keep_labels, load_split, o
 from core.model import UNLABELED
 from core.runs.cli import main
 from core.training import TrainConfig, train
+from tests.test_idx_data import write_idx
 from core.model import digits_config
 
 TRAIN_COUNT, TEST_COUNT = 40, 20
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """The IDX format: magic (0, 0, dtype 0x08 = ubyte, ndim), big-endian dims, raw bytes."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture
@@ -36,8 +30,8 @@ def idx_root(tmp_path) -> tuple[Path, dict[str, tuple[np.ndarray, np.ndarray]]]:
         for split, count in (("train", TRAIN_COUNT), ("t10k", TEST_COUNT)):
             images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
             labels = (np.arange(count) % 10).astype(np.uint8)
-            write_idx(raw / f"{split}-images-idx3-ubyte", images)
-            write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+            write_idx(raw / f"{split}-images-idx3-ubyte", images, gz=False)
+            write_idx(raw / f"{split}-labels-idx1-ubyte", labels, gz=False)
             arrays[f"{folder}/{split}"] = (images, labels)
     return tmp_path, arrays
 

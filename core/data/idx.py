@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["IdxError", "IDX_FILES", "SYSTEM_DIRS", "TORCHVISION_FOLDERS", "read_idx", "find_idx", "load_idx_split",
+__all__ = ["IdxError", "IDX_FILES", "SYSTEM_DIRS", "TORCHVISION_FOLDERS", "read_idx", "find_idx", "idx_file", "load_idx_split",
            "idx_search_dirs"]
 
 UNSIGNED_BYTE = 0x08
@@ -92,7 +92,9 @@ def idx_search_dirs(dataset: str, data_dir: str | os.PathLike) -> list[Path]:
     return [data_dir / TORCHVISION_FOLDERS[dataset] / "raw", data_dir, *SYSTEM_DIRS.get(dataset, ())]
 
 
-def _file_in(folder: Path, name: str) -> Path | None:
+def idx_file(folder: str | os.PathLike, name: str) -> Path | None:
+    """`folder/name`, else `folder/name.gz`, whichever is a file; None when neither is."""
+    folder = Path(folder)
     for candidate in (folder / name, folder / f"{name}.gz"):
         if candidate.is_file():
             return candidate
@@ -102,7 +104,7 @@ def _file_in(folder: Path, name: str) -> Path | None:
 def find_idx(dataset: str, split: str, data_dir: str | os.PathLike) -> tuple[Path, Path] | None:
     """(images file, labels file) of `split` ('train' | 'test') from the first folder holding both, else None."""
     for folder in idx_search_dirs(dataset, data_dir):
-        found = [_file_in(folder, name) for name in IDX_FILES[split]]
+        found = [idx_file(folder, name) for name in IDX_FILES[split]]
         if all(found):
             return found[0], found[1]
     return None

@@ -247,12 +247,9 @@ def prepare_product(pixels: np.ndarray, *, size: int = MNIST_FRAME, invert: bool
     Raises NoInkError when nothing stands out from the background.
     """
     gray = _shrink(_gray(pixels), WORKING_SIDE)  # (H, W)
-    mask = ink_map(gray, invert=invert, name=name, subject="item") > 0  # (H, W): its solid part, specks dropped
-    background = float(np.median(_border(gray)))
-    departure = _box_blur(gray - background)
-    dark = float(-departure.min()) > float(departure.max()) if invert is None else invert
-    product = (background - gray) if dark else (gray - background)  # (H, W), > 0 on the product
-    contrast = float(np.quantile(product[mask], 0.99)) if mask.any() else 1.0
+    product, strongest = _departure(gray, invert=invert, name=name, subject="item")  # (H, W), > 0 on the product
+    mask = _solid_ink(product, strongest, name=name, subject="item") > 0  # (H, W): its solid part, no specks
+    contrast = float(np.quantile(product[mask], 0.99))
     product = np.clip((product / max(contrast, 1e-6) - PRODUCT_FLOOR) / (1 - PRODUCT_FLOOR), 0.0, 1.0)
     rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     cropped = product[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # (h, w): the product's bounding box
@@ -295,6 +292,12 @@ def ink_map(gray: np.ndarray, *, invert: bool | None = None, name: str = "image"
     stretched to 0..1; isolated specks (fewer than 3 inked pixels in their 3x3 neighbourhood) are dropped, so
     noise does not enlarge the bounding box.
     """
+    return _solid_ink(*_departure(gray, invert=invert, name=name, subject=subject), name=name, subject=subject)
+
+
+def _departure(gray: np.ndarray, *, invert: bool | None, name: str, subject: str) -> tuple[np.ndarray, float]:
+    """(how far each pixel departs from the background towards the ink's side (H, W), the strongest departure);
+    NoInkError when that does not stand out from the background's noise."""
     border = _border(gray)
     background = float(np.median(border))
     noise = 1.4826 * float(np.median(np.abs(border - background)))  # robust standard deviation
@@ -306,7 +309,12 @@ def ink_map(gray: np.ndarray, *, invert: bool | None = None, name: str = "image"
     contrast = dark if invert else light
     if contrast < max(MIN_CONTRAST, NOISE_CONTRAST * noise):
         raise NoInkError(f"{name}: no {subject} found: the image is blank or too faint (ink contrast "
-                               f"{contrast:.2f} against background noise {noise:.2f})")
+                         f"{contrast:.2f} against background noise {noise:.2f})")
+    return ink, contrast
+
+
+def _solid_ink(ink: np.ndarray, contrast: float, *, name: str, subject: str) -> np.ndarray:
+    """The departure's solid part stretched to 0..1: below INK_FRACTION of `contrast` is background, specks go."""
     floor = INK_FRACTION * contrast
     ink = np.clip((ink - floor) / (contrast - floor), 0.0, 1.0)  # (H, W)
     inked = ink > 0
