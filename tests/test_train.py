@@ -281,15 +281,22 @@ def free_port() -> int:
 
 
 DDP_WORKER = """
-import sys, torch
+import json, sys, torch
+import core.training.state as state
 from core.data import DataConfig
 from core.model import SWWAE, digits_config
 from core.training import TrainConfig, train
 torch.set_num_threads(1)
+saved, save = [], state.save_checkpoint
+def recording_save(path, *args, **kwargs):  # every checkpoint this rank writes, snapshots included
+    saved.append(str(path))
+    save(path, *args, **kwargs)
+state.save_checkpoint = recording_save
 model = digits_config(channels=(4, 8), kernel_sizes=(3, 3), pool_sizes=(2, 2), head_width=16)
 result = train(model, TrainConfig(epochs=2, batch_size=16, device="cpu", log_every=2, samples=2),
                DataConfig(max_train=128, max_val=32, shift=1), run_dir=sys.argv[1])
 torch.save({k: v for k, v in result.model.state_dict().items()}, sys.argv[2])
+open(sys.argv[2] + ".saved.json", "w").write(json.dumps(saved))
 """
 
 
@@ -314,6 +321,12 @@ def test_two_process_gloo_run_keeps_ranks_identical_and_only_rank_0_writes(tmp_p
     assert steps == [2, 4, 6, 8]  # one writer: no duplicated records
     assert len(rundir.read_metrics(run, kind="eval")) == 2
     assert states_equal(load_checkpoint(run / rundir.LAST_CHECKPOINT).model.state_dict(), rank0, atol=0)
+    # snapshots: the schedule of the 8-step run, written by rank 0 alone, the last one equal to the final weights
+    saved = [json.loads(Path(f"{tmp_path / f'rank{r}.pt'}.saved.json").read_text()) for r in range(2)]
+    assert saved[1] == [] and [Path(p).name for p in saved[0] if "snapshots" in p] == [
+        "step_00000001.pt", "step_00000002.pt", "step_00000005.pt", "step_00000008.pt"]
+    assert [step for step, _ in rundir.list_snapshots(run)] == [1, 2, 5, 8]
+    assert states_equal(load_checkpoint(rundir.snapshot_path(run, 8)).model.state_dict(), rank0, atol=0)
 
 
 def test_export_keeps_the_previous_file_when_stopped_before_any_evaluation(tmp_path):

@@ -50,6 +50,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between last.pt writes besides every epoch end (0 = epochs only)
     eval_batch_size: int = 256
     samples: int = 8  # validation images in each reconstruction PNG
+    snapshots: bool = True  # keep the weights at steps 1, 2, 5, 10, 20, 50, ... and the last in snapshots/ (rank 0)
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -80,6 +81,7 @@ class TrainResult:
     last_eval: dict[str, Any] = field(default_factory=dict)
     best_eval: dict[str, Any] = field(default_factory=dict)
     test_eval: dict[str, Any] = field(default_factory=dict)  # the test split's evaluation of best.pt (--test)
+    snapshot_seconds: float = 0.0  # time this process spent writing snapshots
 
 
 def default_model_config(dataset: str, **overrides) -> ModelConfig:

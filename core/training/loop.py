@@ -31,7 +31,7 @@ from core.training.distributed import (DistContext, all_reduce_sum, broadcast_bu
                                        init_distributed)
 from core.training.evaluate import evaluate, is_better
 from core.training.optim import build_optimizer, restore_optimizer
-from core.training.schedule import learning_rate
+from core.training.schedule import learning_rate, snapshot_steps
 from core.training.state import Run, StopSignal, set_rng_state
 from core.training.step import StepWindow, autocast, loss_term_names, memory_format, training_net
 
@@ -243,7 +243,9 @@ def _set_up(model_config: ModelConfig, tc: TrainConfig, data_config: DataConfig,
                window=StepWindow(loss_term_names(model_config), device), **hooks)
     if checkpoint is not None:
         _resume_from(run, checkpoint, run_dir)
-    if writer is not None:
+    run.snapshot_at = frozenset(snapshot_steps(run.total_steps) if tc.snapshots else ())
+    if writer is not None:  # snapshots after the step this run starts from are void (a crash came after them)
+        rundir.remove_snapshots_after(writer, run.step if checkpoint is not None else -1)
         run.sample_images = _sample_images(val_batches, tc.samples)
         rundir.write_config(writer, **run.configs)
         if checkpoint is not None:
@@ -292,6 +294,7 @@ def _train_epoch(run: Run) -> TrainResult | None:
         terms, logits = run.optimisation_step(images, labels)
         run.window.add(run.step, terms, logits, labels)
         run.step += 1
+        run.save_snapshot()
         if run.progress_bar is not None:
             run.progress_bar.update(1)
         # Single process: look for a stop request every step (cheap, no device sync). DDP: at log steps, where all

@@ -38,6 +38,13 @@
       last.pt, best.pt         checkpoints (core.model.checkpoint format), written atomically: last.pt at every epoch
                                end, on stop and every TrainConfig.checkpoint_every steps; best.pt after an
                                evaluation marked "best" (highest val accuracy; unsupervised: lowest rec)
+      snapshots/step_00000050.pt   the model right after that optimizer step: a weights-only checkpoint (same format,
+                               no optimizer or RNG state, metrics {"wall_time"}), written atomically by rank 0 at the
+                               steps of core.training.snapshot_steps (1, 2, 5, 10, 20, 50, ... and the last step; at
+                               most 30) unless TrainConfig.snapshots is off. The step has at least 8 digits. On
+                               resume, snapshots after last.pt's step are void (a crash came after them) and are
+                               removed before training goes on, so they are written again from the same weights; a
+                               fresh start removes any an earlier attempt left.
       .<file>.<random>.tmp     an atomic write in progress; one left by a kill mid-write is removed when the next
                                trainer claims the directory
 """
@@ -49,6 +56,7 @@ import io
 import json
 import math
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -65,7 +73,7 @@ __all__ = [
     "write_config", "read_config", "append_metrics", "is_record", "read_metrics", "write_status", "read_status",
     "load_status", "process_start_time", "pid_alive", "is_live", "check_not_running", "Claim", "claim",
     "request_stop", "stop_requested", "clear_stop",
-    "write_samples", "list_samples",
+    "write_samples", "list_samples", "SNAPSHOTS_DIR", "snapshot_path", "list_snapshots", "remove_snapshots_after",
 ]
 
 CONFIG_FILE = "config.json"
@@ -76,6 +84,8 @@ STOP_FILE = "STOP"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 SAMPLES_DIR = "samples"
+SNAPSHOTS_DIR = "snapshots"
+_SNAPSHOT_NAME = re.compile(r"step_(\d{8,})\.pt")
 STATES = ("running", "finished", "stopped", "failed")
 
 
@@ -124,8 +134,8 @@ def open_no_follow(path: Path) -> IO[bytes]:
     return os.fdopen(fd, "a+b")
 
 
-LINKS_REFUSED = ("metrics.jsonl", "status.json", "config.json", "last.pt", "best.pt", "samples", "lock", "STOP",
-                 "train.log", "launch.json")  # every name the trainer or the app writes in a run folder
+LINKS_REFUSED = ("metrics.jsonl", "status.json", "config.json", "last.pt", "best.pt", "samples", "snapshots", "lock",
+                 "STOP", "train.log", "launch.json")  # every name the trainer or the app writes in a run folder
 
 
 def check_no_links(run_dir: str | os.PathLike) -> None:
@@ -301,7 +311,7 @@ def _remove_stale_temporaries(run_dir: Path) -> None:
     mid-write left behind. Only the trainer writes these names, and it holds the lock, so none is in progress."""
     names = (CONFIG_FILE, STATUS_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT)
     stale = [*(p for name in names for p in run_dir.glob(f".{name}.*.tmp")),
-             *(run_dir / SAMPLES_DIR).glob(".epoch_*.png.*.tmp")]
+             *(run_dir / SAMPLES_DIR).glob(".epoch_*.png.*.tmp"), *(run_dir / SNAPSHOTS_DIR).glob(".step_*.pt.*.tmp")]
     for path in stale:
         path.unlink(missing_ok=True)
 
@@ -337,3 +347,26 @@ def write_samples(run_dir: str | os.PathLike, epoch: int, images: torch.Tensor, 
 def list_samples(run_dir: str | os.PathLike) -> list[Path]:
     """Sample PNGs, oldest epoch first."""
     return sorted((Path(run_dir) / SAMPLES_DIR).glob("epoch_*.png"))
+
+
+def snapshot_path(run_dir: str | os.PathLike, step: int) -> Path:
+    """Where the snapshot of `step` lives: snapshots/step_<step, 8 digits or more>.pt."""
+    return Path(run_dir) / SNAPSHOTS_DIR / f"step_{int(step):08d}.pt"
+
+
+def list_snapshots(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, path) of every snapshot file, earliest step first (temporary files and other names ignored)."""
+    folder = Path(run_dir) / SNAPSHOTS_DIR
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    found = ((_SNAPSHOT_NAME.fullmatch(path.name), path) for path in folder.iterdir())
+    return sorted((int(match.group(1)), path) for match, path in found if match and path.is_file())
+
+
+def remove_snapshots_after(run_dir: str | os.PathLike, step: int) -> list[int]:
+    """Remove the snapshots of steps after `step` (-1: all); returns their steps. A trainer holding the run's claim
+    calls it on resume (they are void) and on a fresh start."""
+    removed = [(found, path) for found, path in list_snapshots(run_dir) if found > step]
+    for _, path in removed:
+        path.unlink(missing_ok=True)
+    return [found for found, _ in removed]

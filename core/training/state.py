@@ -95,6 +95,8 @@ class Run:
     best_state: dict[str, torch.Tensor] | None = None  # the weights best.pt holds, when saved by this process
     test_eval: dict[str, Any] = field(default_factory=dict)  # the final evaluation on the test split (--test)
     sample_images: torch.Tensor | None = None  # (S, C, H, W): one validation image per class, rank 0 only
+    snapshot_at: frozenset[int] = frozenset()  # the steps whose weights go to snapshots/ (snapshot_steps)
+    snapshot_seconds: float = 0.0  # spent writing them in this process
     progress_bar: Any = None
 
     @property
@@ -146,6 +148,20 @@ class Run:
                                  "last_eval": self.last_eval, "best_eval": self.best_eval,
                                  "steps_per_epoch": self.steps_per_epoch})
 
+    def save_snapshot(self) -> None:
+        """The weights right after this step, when it is a snapshot step: snapshots/step_<step>.pt, weights only,
+        written atomically by the writer (rank 0)."""
+        if self.writer is None or self.step not in self.snapshot_at:
+            return
+        started = time.perf_counter()
+        path = rundir.snapshot_path(self.writer, self.step)
+        if path.parent.is_symlink():
+            raise rundir.RunDirError(f"{path.parent} is a symbolic link; snapshots are never written through one")
+        save_checkpoint(path, self.model, train_config=self.configs["train"], data_config=self.configs["data"],
+                        step=self.step, epoch=self.epoch,
+                        metrics={"wall_time": self.wall_before + time.time() - self.started})
+        self.snapshot_seconds += time.perf_counter() - started
+
     def finish(self, state: str, message: str) -> TrainResult:
         """The final status, the export (when asked) and the result, its model in the plain layout."""
         if self.progress_bar is not None:
@@ -155,7 +171,7 @@ class Run:
             _export_result(self, state)
         self.model.to(memory_format=torch.contiguous_format)  # laid out as a loaded checkpoint is: same outputs
         return TrainResult(state, self.step, self.epoch, message, self.model, self.last_eval, self.best_eval,
-                           self.test_eval)
+                           self.test_eval, self.snapshot_seconds)
 
 
 def _first_compiled_step(run: Run, images: torch.Tensor, labels: torch.Tensor):
