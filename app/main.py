@@ -22,6 +22,7 @@ st.set_page_config(page_title="SWWAE Explorer", page_icon=":material/grid_view:"
 PAGES = [
     st.Page("views/layers.py", title="Layers", icon=":material/layers:", default=True),
     st.Page("views/swap.py", title="Swap", icon=":material/swap_horiz:"),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("views/attribution.py", title="Attribution", icon=":material/insights:"),
     st.Page("views/train.py", title="Train", icon=":material/model_training:"),
     st.Page("views/runs.py", title="Runs", icon=":material/monitoring:"),

@@ -8,6 +8,8 @@ Every page reads `current()`; nothing else loads checkpoints. How a model gets c
   bytes are kept in `UPLOADS`.
 - Changing it (or uploading a `.pt`) loads the new model in a callback; if that fails the selectbox snaps
   back to the model that was loaded, and the reason is shown once with `st.error`.
+- a checkpoint inside a run folder with snapshots gets a "Training step" slider (app.scrub, session key
+  `SNAPSHOT_STEP`): the Explorer then holds the chosen step's snapshot, its source that snapshot's path.
 - `request_model(path)`, from any page or callback, asks for a checkpoint to be loaded on the next run (e.g.
   the Runs page's "Open in explorer": ``request_model(run_dir / "best.pt"); st.switch_page(LAYERS_PAGE)``).
 
@@ -27,15 +29,21 @@ from core.model import Checkpoint, CheckpointError, load_checkpoint
 from core.data import NATIVE_SHAPES, class_names, load_examples
 from core.runs import runs_root
 from core.analysis import check_viewable
+from app.scrub import step_slider
 
 __all__ = [
     "ROOT", "DEFAULT_CHECKPOINT", "Explorer", "Examples", "render", "current", "request_model",
     "find_checkpoints", "load_source", "MODEL_CHOICE", "MODEL_REQUEST", "MODEL_LOADED", "MODEL_ERROR",
-    "UPLOADS", "DEVICE", "DATASET", "EXPLORER",
+    "UPLOADS", "DEVICE", "DATASET", "EXPLORER", "SNAPSHOT_STEP", "NONE_MODELS", "SHIPPED_MODELS", "source_label",
+    "source_of", "path_of", "at_chosen_step", "examples_of",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = "checkpoints/default.pt"
+SHIPPED_MODELS = {"mnist5k": DEFAULT_CHECKPOINT, "fashion-mnist": "checkpoints/fashion.pt"}  # dataset -> its model
+NONE_MODELS = {  # dataset -> the where ablation's model trained without where on it, when shipped
+    "mnist5k": "checkpoints/ablation_none.pt", "fashion-mnist": "checkpoints/fashion_ablation_none.pt",
+}
 UPLOAD_PREFIX = "upload:"
 
 # session_state keys (the whole app's shared state; pages add their own, prefixed with the page name)
@@ -48,6 +56,7 @@ UPLOADS = "model_uploads"  # {source: bytes} of uploaded checkpoints that loaded
 DEVICE = "device"  # 'cpu' or 'cuda'
 DATASET = "dataset"  # name of the example dataset (a core.data name); follows the loaded model's dataset
 EXPLORER = "explorer"  # the Explorer built by this run's sidebar, read by the pages through current()
+SNAPSHOT_STEP = "snapshot_step"  # the sidebar model's snapshot step (app.scrub), None: the chosen file itself
 
 
 @dataclass
@@ -95,10 +104,16 @@ def _load_bytes(sha256: str, device: str, _data: bytes) -> Checkpoint:  # noqa: 
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading examples...")
-def _load_examples(dataset: str, channels: int, image_size: int) -> Examples:
+def examples_of(dataset: str, channels: int, image_size: int) -> Examples:
+    """A dataset's explorer examples in a model's channels and size (cached); ValueError / OSError when unavailable."""
     examples = load_examples(dataset, channels=channels, image_size=image_size)
     return Examples(dataset, examples.images, examples.labels, examples.description,
                     class_names(dataset, int(examples.labels.max()) + 1 if len(examples.labels) else 0))
+
+
+def path_of(source: str) -> Path | None:
+    """The file of a source (None for an upload)."""
+    return None if source.startswith(UPLOAD_PREFIX) else _resolve(source)
 
 
 def _resolve(source: str) -> Path:
@@ -124,11 +139,11 @@ def load_source(source: str, device: str) -> Checkpoint:
 def find_checkpoints() -> list[str]:
     """Sources of the checkpoints on disk: the default first, then checkpoints/**.pt and <runs root>/*/*.pt."""
     paths = [*ROOT.glob("checkpoints/**/*.pt"), *runs_root().glob("*/*.pt")]
-    found = sorted({_source(p) for p in paths if p.is_file()})
+    found = sorted({source_of(p) for p in paths if p.is_file()})
     return sorted(found, key=lambda source: source != DEFAULT_CHECKPOINT)
 
 
-def _source(path: Path) -> str:
+def source_of(path: Path) -> str:
     """A path as a MODEL_CHOICE value: relative to the repository root when inside it, else absolute."""
     path = path.resolve()
     return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
@@ -137,10 +152,10 @@ def _source(path: Path) -> str:
 def request_model(path: str | Path) -> None:
     """Ask the explorer to load the checkpoint at `path` on the next run (callable from a callback or a page,
     before or after the sidebar has run). Pair with `st.switch_page` to open a page on it."""
-    st.session_state[MODEL_REQUEST] = _source(Path(path))
+    st.session_state[MODEL_REQUEST] = source_of(Path(path))
 
 
-def _label(source: str) -> str:
+def source_label(source: str) -> str:
     if source.startswith(UPLOAD_PREFIX):
         return f"uploaded: {source.split(':', 2)[2]}"
     return "default (shipped)" if source == DEFAULT_CHECKPOINT else source
@@ -152,11 +167,12 @@ def _try_switch(source: str) -> None:
         checkpoint = load_source(source, st.session_state[DEVICE])
         check_viewable(checkpoint.model_config)
     except CheckpointError as exc:
-        st.session_state[MODEL_ERROR] = f"Could not load {_label(source)}: {exc}. Kept {_label(st.session_state[MODEL_LOADED])}."
+        st.session_state[MODEL_ERROR] = f"Could not load {source_label(source)}: {exc}. Kept {source_label(st.session_state[MODEL_LOADED])}."
         st.session_state[MODEL_CHOICE] = st.session_state[MODEL_LOADED]
         return
     st.session_state[MODEL_LOADED] = source
     st.session_state[MODEL_CHOICE] = source
+    st.session_state[SNAPSHOT_STEP] = None  # a new model starts at its own file's step
     if checkpoint.dataset in NATIVE_SHAPES:  # the examples follow the model to its own dataset
         st.session_state[DATASET] = checkpoint.dataset
 
@@ -202,7 +218,7 @@ def render() -> Explorer | None:
             sources.append(source)
 
     with st.sidebar:
-        st.selectbox("Model", sources, key=MODEL_CHOICE, format_func=_label, on_change=_on_choice,
+        st.selectbox("Model", sources, key=MODEL_CHOICE, format_func=source_label, on_change=_on_choice,
                      help="Checkpoints under checkpoints/ and runs/*/, and uploaded ones.")
         st.file_uploader("...or upload a checkpoint", type=["pt", "pth", "ckpt"], key=MODEL_UPLOAD,
                          on_change=_on_upload, help="An SWWAE checkpoint written by SWWAE Explorer. "
@@ -215,6 +231,8 @@ def render() -> Explorer | None:
         st.radio("Device", devices, key=DEVICE, horizontal=True)
 
         explorer = _build_explorer()
+        if explorer is not None:
+            explorer = at_chosen_step(explorer, SNAPSHOT_STEP)
         if explorer is not None:
             cfg = explorer.checkpoint.model_config
             trained_on = explorer.checkpoint.dataset or "an unnamed dataset"
@@ -232,7 +250,7 @@ def _build_explorer() -> Explorer | None:
         checkpoint = load_source(source, device)
         check_viewable(checkpoint.model_config)
     except CheckpointError as exc:  # the loaded model's file vanished or changed into something bad
-        st.error(f"Could not load {_label(source)}: {exc}")
+        st.error(f"Could not load {source_label(source)}: {exc}")
         if source == DEFAULT_CHECKPOINT:
             return None
         st.session_state[MODEL_LOADED] = DEFAULT_CHECKPOINT
@@ -240,11 +258,29 @@ def _build_explorer() -> Explorer | None:
         return None
     cfg = checkpoint.model_config
     try:
-        examples = _load_examples(st.session_state[DATASET], cfg.in_channels, cfg.image_size)
+        examples = examples_of(st.session_state[DATASET], cfg.in_channels, cfg.image_size)
     except (ValueError, OSError) as exc:  # DatasetUnavailable is a ValueError
         st.warning(f"Examples unavailable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
         examples = None
-    return Explorer(source, _label(source), checkpoint, device, examples)
+    return Explorer(source, source_label(source), checkpoint, device, examples)
+
+
+def at_chosen_step(explorer: Explorer, key: str, label: str = "Training step") -> Explorer:
+    """The Explorer of the snapshot chosen on the step slider of `explorer`'s run (app.scrub), drawn here; the
+    Explorer itself when its file is no run's, or the checkpoint itself is chosen, or the snapshot cannot load."""
+    path = path_of(explorer.source)
+    snapshot = step_slider(path, explorer.checkpoint.step, key, label=label) if path is not None else None
+    if snapshot is None:
+        return explorer
+    source = source_of(snapshot)
+    try:
+        checkpoint = load_source(source, explorer.device)
+        check_viewable(checkpoint.model_config)
+    except CheckpointError as exc:
+        st.error(f"Could not load the snapshot: {exc}. Showing {explorer.label}.")
+        return explorer
+    return Explorer(source, f"{explorer.label} at step {checkpoint.step:,} (snapshot)", checkpoint, explorer.device,
+                    explorer.examples)
 
 
 def current() -> Explorer:

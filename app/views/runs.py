@@ -9,8 +9,10 @@ from pathlib import Path
 import streamlit as st
 
 from app.curves import curves_figure, run_colour
-from app.sidebar import request_model
-from core.data import class_names
+from app.sidebar import examples_of, request_model
+from core.analysis import StepPictures, Tile, panel_png, step_pictures
+from core.data import class_names, one_per_class
+from core.model import CheckpointError, load_checkpoint
 from core.runs import MetricsReader, RunSummary, curves, discover_runs, plain, resume, runs_root, stop, summarize
 from core.training import rundir, run_device
 
@@ -29,6 +31,9 @@ STATE_BADGES = {"starting": ":blue-badge[:material/hourglass_top: starting]",  #
 # session_state keys of this page
 SELECTED = "runs_selected"  # names of the runs whose curves are drawn
 LOG_LOSSES = "runs_log_losses"
+FORMATION_RUN, FORMATION_STAGE, FORMATION_IMAGE = "runs_formation_run", "runs_formation_stage", "runs_formation_image"
+FORMATION_CHANNEL = "runs_formation_channel"  # None: every channel of the stage
+WHERE_TILE_WIDTH = 150  # px a where map is drawn at in the row of snapshot steps
 READERS = "runs_readers"  # {run directory: MetricsReader}, kept between ticks
 if READERS not in st.session_state:
     st.session_state[READERS] = {}
@@ -179,3 +184,95 @@ def live(active: frozenset[str], selected: tuple[str, ...], log_losses: bool) ->
 active_runs = frozenset(name for name, s in summaries.items() if s.active)
 st.fragment(run_every=REFRESH_S if active_runs else None)(live)(
     active_runs, tuple(st.session_state[SELECTED]), bool(st.session_state.get(LOG_LOSSES, False)))
+
+
+# ---- what and where over training: the run's snapshots -------------------------------------------------------------
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def snapshot_pictures(path: str, mtime_ns: int, dataset: str, stage: int, channel: int | None, index: int,  # noqa: ARG001
+                      _images) -> StepPictures | str:
+    """One snapshot's pictures (core.analysis.step_pictures), or why it cannot be read (one line); keyed on the file
+    (path, modification time), the sample images' dataset, the stage, channel and image."""
+    try:
+        return step_pictures(load_checkpoint(path).model, _images, index, stage, channel)
+    except (CheckpointError, ValueError) as exc:
+        return str(exc).strip().splitlines()[0]
+
+
+def run_samples(run_dir: Path):
+    """(dataset name, one example image per class (S, C, H, W), their class names) of a run, from its config.json;
+    a one-line reason instead when they cannot be had."""
+    try:
+        config = rundir.read_config(run_dir)
+        dataset, model = config["data"]["dataset"], config["model"]
+        examples = examples_of(dataset, int(model["in_channels"]), int(model["image_size"]))
+    except (rundir.RunDirError, OSError, KeyError, TypeError, ValueError) as exc:
+        return f"its sample images are unavailable ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+    rows = one_per_class(examples.labels, int(config["train"].get("samples", 8)) or 8)
+    return dataset, examples.images[rows], [examples.label_name(int(r)) for r in rows]
+
+
+def formation(run_dir: Path, active: bool) -> None:
+    """For each snapshot step of the run: one image's where map (a row: the switches forming) and the samples'
+    reconstructions. Refreshes while the run trains, so new snapshots join."""
+    if active != summarize(run_dir).active:
+        st.rerun()  # started or ended: switch the refresh on or off
+    snapshots = rundir.list_snapshots(run_dir)
+    if not snapshots:
+        st.caption("No snapshots yet: they appear at steps 1, 2, 5, 10, 20, 50, ... while the run trains." if active
+                   else "This run kept no snapshots (it started before they existed, or with --no-snapshots).")
+        return
+    samples = run_samples(run_dir)
+    if isinstance(samples, str):
+        st.caption(f"{plain(run_dir.name)}: {samples}.")
+        return
+    dataset, images, names = samples
+    stage, index = st.session_state.get(FORMATION_STAGE, 0), st.session_state.get(FORMATION_IMAGE, 0)
+    channel = st.session_state.get(FORMATION_CHANNEL)
+    index = index if 0 <= index < len(images) else 0
+    pictures = [(step, snapshot_pictures(str(path), path.stat().st_mtime_ns, dataset, stage, channel, index, images))
+                for step, path in snapshots if path.exists()]
+    refused = [f"step {step}: {p}" for step, p in pictures if isinstance(p, str)]
+    pictures = [(step, p) for step, p in pictures if not isinstance(p, str)]
+    if refused:
+        st.warning(f"{len(refused)} snapshot(s) could not be read: {plain(refused[0])}")
+    if not pictures:
+        return
+    scale = max(1, round(WHERE_TILE_WIDTH / pictures[0][1].where.shape[1]))
+    st.image(panel_png([Tile(f"step {step:,}", p.where) for step, p in pictures], len(pictures), scale=scale),
+             caption=f"The where of {names[index]} at stage {stage + 1}"
+                     f"{'' if channel is None else f', channel {channel}'}, each switch coloured by its position in "
+                     "the pooling window (faded where its what is 0), at every snapshot step", width="stretch")
+    st.image(panel_png([Tile(f"step {step:,}: MSE {p.recon_mse:.4f}", p.strip) for step, p in pictures], 2, scale=2),
+             caption=f"Reconstructions of {', '.join(names)} at every snapshot step", width="stretch")
+
+
+def formation_section() -> None:
+    """Pick a run, a stage and an image; the formation fragment draws them (live while the run trains)."""
+    st.subheader("What and where over training")
+    run_col, stage_col, channel_col, image_col = st.columns([3, 1, 1, 2])
+    run_name = run_col.selectbox("Run", names, key=FORMATION_RUN, help="Its snapshots, earliest step first")
+    run_dir = summaries[run_name].path
+    try:
+        channels = [int(c) for c in rundir.read_config(run_dir)["model"]["channels"]]
+    except (rundir.RunDirError, OSError, KeyError, TypeError, ValueError):
+        channels = [1]
+    if st.session_state.get(FORMATION_STAGE, 0) >= len(channels):
+        st.session_state[FORMATION_STAGE] = 0
+    stage = stage_col.selectbox("Stage", range(len(channels)), key=FORMATION_STAGE,
+                                format_func=lambda s: f"stage {s + 1}")
+    if (st.session_state.get(FORMATION_CHANNEL) or 0) >= channels[stage]:
+        st.session_state[FORMATION_CHANNEL] = None
+    channel_col.selectbox("Channel", [None, *range(channels[stage])], key=FORMATION_CHANNEL,
+                          format_func=lambda c: "all" if c is None else str(c))
+    samples = run_samples(run_dir)
+    labels = samples[2] if not isinstance(samples, str) else ["-"]
+    if st.session_state.get(FORMATION_IMAGE, 0) >= len(labels):
+        st.session_state[FORMATION_IMAGE] = 0
+    image_col.selectbox("Image for the where map", range(len(labels)), key=FORMATION_IMAGE,
+                        format_func=lambda i: labels[i])
+    active = summaries[run_name].active
+    st.fragment(run_every=REFRESH_S if active else None)(formation)(run_dir, active)
+
+
+formation_section()

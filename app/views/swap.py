@@ -1,6 +1,5 @@
 """Swap: decode one image's what with another's where, per stage; the where morph; the swap matrix; and the shift
 probe that measures what invariance and where equivariance in comparable terms."""
-import hashlib
 from functools import partial
 
 import numpy as np
@@ -9,22 +8,19 @@ import streamlit as st
 from app import figures
 from app.inputs import pick_image
 from app.lines import Line, line_figure
-from app.sidebar import current, load_source
+from app.probes import PROBE_SHIFTS, dataset_curves, fingerprint, image_curves
+from app.sidebar import NONE_MODELS, current, load_source
 from core.model import CheckpointError
 from core.analysis import (
-    along_axis, mse, morph_where, psnr, reconstruct, shift_curves, shift_findings, shift_image, swap_matrix, swap_where,
+    along_axis, mse, morph_where, psnr, reconstruct, shift_findings, shift_image, swap_matrix, swap_where,
 )
 from core.analysis import Tile, display_image, panel_png, swap_grid, swap_tiles
 
 MAX_MATRIX = 8
-NONE_MODELS = {  # dataset -> the where ablation's model trained without where on it, when shipped
-    "mnist5k": "checkpoints/ablation_none.pt", "fashion-mnist": "checkpoints/fashion_ablation_none.pt",
-}
 ROW_NAMES = {"recon_a": "recon(A)", "recon_b": "recon(B)", "what_a_where_b": "what A + where B",
              "what_b_where_a": "what B + where A", "no_where_a": "where ignored (A)", "no_where_b": "where ignored (B)"}
 PROBE_SETS = {"image A (chance: image B)": 1, "50 dataset digits": 50, "200 dataset digits": 200}
 AXES = {"right (x)": "x", "down (y)": "y"}
-PROBE_SHIFTS = range(5)
 MORPH_STEPS = 21  # t = 0, 0.05, ..., 1
 MORPH_RULES = {
     "soft": "Soft where: every continuous switch offset moves a fraction t of the way from A's to B's.",
@@ -160,24 +156,6 @@ def swap_matrix_section() -> None:
         key="swap_matrix", config=CHART)
 
 
-@st.cache_data(max_entries=16, show_spinner="Shifting the dataset digits...")
-def dataset_curves(source: str, device: str, dataset: str, size: int, _model, _images) -> list:  # noqa: ARG001
-    """Shift curves of `size` dataset digits spread evenly over the set (every class), against each other.
-    Keyed on (model source, device, dataset, size), which decide `_model` and `_images`."""
-    picked = np.linspace(0, len(_images) - 1, size).round().astype(int)
-    return shift_curves(_model, _images[picked], PROBE_SHIFTS)
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def image_curves(source: str, device: str, a_key: str, b_key: str, _model, _a, _b) -> list:  # noqa: ARG001
-    """Shift curves of image A, with image B's switches as the chance level; keyed on the model and both images."""
-    return shift_curves(_model, _a, PROBE_SHIFTS, reference=_b)
-
-
-def fingerprint(image) -> str:
-    return hashlib.sha256(image.numpy().tobytes()).hexdigest()
-
-
 def stage_lines(rows, value: str, reference: str, name: str, reference_name: str) -> list[Line]:
     """One solid line per stage for `value` and one dotted for `reference`, in the stage's colour."""
     lines = []
@@ -199,10 +177,11 @@ def probe_rows():
     """The shift curves the user asked for: image A against B, or a set of dataset digits against each other."""
     size = PROBE_SETS[st.session_state.get("swap_probe_set", list(PROBE_SETS)[0])]
     if size == 1 or examples is None:
-        rows = image_curves(explorer.source, explorer.device, fingerprint(a.image), fingerprint(b.image), model,
-                            a.image, b.image)
+        rows = image_curves(explorer.source, explorer.checkpoint.step, explorer.device, fingerprint(a.image),
+                            fingerprint(b.image), model, a.image, b.image)
         return rows, f"image A ({a.caption}); chance level from image B ({b.caption})"
-    rows = dataset_curves(explorer.source, explorer.device, examples.name, size, model, examples.images)
+    rows = dataset_curves(explorer.source, explorer.checkpoint.step, explorer.device, examples.name, size, model,
+                          examples.images)
     return rows, f"{size} {examples.name} digits; chance level from the next digit in the set"
 
 

@@ -71,6 +71,10 @@ with st.form("train_form"):
                                          key="train_log_every")
         max_train = more[2].number_input("Training samples (0 = all)", min_value=0, value=0, key="train_max_train")
         seed = more[3].number_input("Seed", min_value=0, value=TrainConfig.seed, key="train_seed")
+        snapshots = st.checkbox("Keep snapshots", value=TrainConfig.snapshots, key="train_snapshots",
+                                help="The weights at steps 1, 2, 5, 10, 20, 50, ... and the last (at most 30 files, "
+                                     "weights only), so the sidebar, Compare and Runs pages can show the model at "
+                                     "each of them.")
     submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:", key="train_start")
 
 if submitted:
@@ -81,7 +85,7 @@ if submitted:
             data={"dataset": chosen, "labels": int(labels), "max_train": int(max_train)},
             train={"mode": mode, "lambda_rec": float(lambda_rec), "lambda_mid": float(lambda_mid), "epochs": int(epochs),
                    "batch_size": int(batch_size), "lr": float(lr), "device": device, "max_steps": int(max_steps),
-                   "log_every": int(log_every), "seed": int(seed)},
+                   "log_every": int(log_every), "seed": int(seed), "snapshots": bool(snapshots)},
             model={"channels": channels, "pooling": pooling})
         run_name = check_run_name(name or default_run_name(chosen))
         launched = launch(root / run_name, configs)

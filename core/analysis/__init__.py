@@ -19,6 +19,11 @@ from core.analysis.render import (
     diverging_rgb, Tile, difference_tile, stage_difference, recon_tiles, swap_tiles, panel_png, swap_grid,
     sequential_rgb, tile_rgb, crisp_pixels, side_by_side, unit_tiles, tile_targets,
 )
+from core.analysis.compare import (
+    ModelFigures, CrossedWhere, model_figures, cross_refusal, cross_where, compare_findings, probe_at, shared_scale,
+    probe_findings,
+)
+from core.analysis.formation import StepPictures, step_pictures
 from core.analysis.viewable import VIEWABLE_CHANNELS, MAX_VIEWABLE_SIZE, MAX_IMAGE_ACTIVATION_BYTES, check_viewable
 
 __all__ = [
@@ -31,5 +36,6 @@ __all__ = [
     "where_legend", "where_arrows", "display_image", "diverging_rgb", "Tile", "difference_tile", "stage_difference",
     "recon_tiles", "swap_tiles", "panel_png", "swap_grid", "sequential_rgb", "tile_rgb", "crisp_pixels",
     "side_by_side", "unit_tiles", "tile_targets", "VIEWABLE_CHANNELS", "MAX_VIEWABLE_SIZE",
-    "MAX_IMAGE_ACTIVATION_BYTES", "check_viewable",
+    "MAX_IMAGE_ACTIVATION_BYTES", "check_viewable", "ModelFigures", "CrossedWhere", "model_figures", "cross_refusal",
+    "cross_where", "compare_findings", "probe_at", "shared_scale", "probe_findings", "StepPictures", "step_pictures",
 ]

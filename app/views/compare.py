@@ -1,0 +1,208 @@
+"""Compare: the sidebar's model (A) and any other checkpoint or snapshot (B) on one input, side by side: per stage
+what, where and decoder hidden, both reconstructions and predictions, the shift probe of each, and (same
+architecture) A's what decoded with B's where. Every figure comes from the functions Layers and Swap use."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from app import figures
+from app.inputs import pick_image
+from app.probes import PROBE_SHIFTS, dataset_curves, fingerprint, image_curves
+from app.sidebar import (NONE_MODELS, SHIPPED_MODELS, UPLOADS, Explorer, at_chosen_step, current, find_checkpoints,
+                         load_source, source_label)
+from core.analysis import (Tile, along_axis, check_viewable, compare_findings, cross_refusal, cross_where,
+                           display_image, model_figures, mosaic, panel_png, probe_at, probe_findings, sequential_rgb,
+                           shared_scale, where_mosaic)
+from core.model import CheckpointError
+
+MODEL_B, B_STEP = "compare_b", "compare_b_step"
+STAGE_TAB, CROSS_STAGES = "compare_stage_tab", "compare_cross_{}"
+PROBE_SET, PROBE_SHIFT, PROBE_AXIS = "compare_probe_set", "compare_probe_shift", "compare_probe_axis"
+PROBE_SETS = {"this input (chance: another dataset image)": 1, "50 dataset images": 50}
+AXES = {"right (x)": "x", "down (y)": "y"}
+TILE_WIDTH = 200  # px a mosaic is drawn at
+RECON_SCALE = 5
+CHART = {"displaylogo": False}
+
+
+def default_b(explorer: Explorer, sources: list[str]) -> str:
+    """The where ablation's `none` model of A's dataset, else that dataset's shipped model, else another file."""
+    dataset = explorer.checkpoint.dataset or "mnist5k"
+    candidates = [NONE_MODELS.get(dataset), SHIPPED_MODELS.get(dataset), *sources]
+    return next((s for s in candidates if s in sources and s != explorer.source), sources[0])
+
+
+def _reset_b_step() -> None:
+    st.session_state[B_STEP] = None
+
+
+def pick_model_b(explorer: Explorer) -> Explorer:
+    """Model B's selectbox (and its run's step slider); stops the page, saying why in one line, when it cannot
+    load or cannot be explored here."""
+    sources = list(dict.fromkeys([*find_checkpoints(), *st.session_state.get(UPLOADS, {})]))
+    if st.session_state.get(MODEL_B) not in sources:
+        st.session_state[MODEL_B] = default_b(explorer, sources)
+    st.selectbox("Model B", sources, key=MODEL_B, format_func=source_label, on_change=_reset_b_step,
+                 help="Any checkpoint under checkpoints/ or runs/*/, or one uploaded in the sidebar; a run's "
+                      "checkpoint gets a step slider over its snapshots.")
+    source = st.session_state[MODEL_B]
+    try:
+        checkpoint = load_source(source, explorer.device)
+        check_viewable(checkpoint.model_config)
+    except CheckpointError as exc:
+        st.error(f"Could not load {source_label(source)} as model B: {exc}")
+        st.stop()
+    b = Explorer(source, source_label(source), checkpoint, explorer.device, explorer.examples)
+    return at_chosen_step(b, B_STEP, "Model B's training step")
+
+
+def stage_pictures(view, high_what: float | None, name: str) -> bytes:
+    """One model's stage as a PNG row: what, where (coloured by window position) and decoder hidden, what and hidden
+    on one colour scale (`high_what`, shared with the other model when the shapes match)."""
+    what = mosaic(view.what)
+    high = high_what if high_what is not None else max(float(np.nanmax(what.image)), 1e-6)
+    colors, _ = where_mosaic(view.where_offset, view.what, view.pool_size, fade=True)
+    tiles = [Tile(f"{name}: what (0 to {high:.2g})", sequential_rgb(what.image, 0.0, high)),
+             Tile(f"{name}: where", colors.image)]
+    if view.hidden is not None:
+        tiles.append(Tile(f"{name}: decoder hidden", sequential_rgb(mosaic(view.hidden).image, 0.0, high)))
+    return panel_png(tiles, len(tiles), scale=max(1, round(TILE_WIDTH / what.image.shape[1])))
+
+
+def stage_section(fig_a, fig_b) -> None:
+    """A tab per stage (only the open one drawn): A's row over B's."""
+    count = max(len(fig_a.views), len(fig_b.views))
+    labels = [f"Stage {s + 1}" for s in range(count)]
+    tabs = st.tabs(labels, key=STAGE_TAB, on_change="rerun")  # lazy: only the open tab runs
+    for stage, tab in enumerate(tabs):
+        if not tab.open:
+            continue
+        with tab:
+            va = fig_a.views[stage] if stage < len(fig_a.views) else None
+            vb = fig_b.views[stage] if stage < len(fig_b.views) else None
+            high = shared_scale(va.what, vb.what) if va is not None and vb is not None else None
+            if va is not None and vb is not None and va.hidden is not None and vb.hidden is not None and high:
+                high = max(high, shared_scale(va.hidden, vb.hidden) or 0.0)
+            st.caption("what and decoder hidden on one colour scale for A and B" if high is not None else
+                       "A's and B's stages differ in shape: each is drawn on its own colour scale")
+            for view, name in ((va, "A"), (vb, "B")):
+                if view is None:
+                    st.caption(f"{name} has no stage {stage + 1}.")
+                    continue
+                st.image(stage_pictures(view, high, name))
+
+
+def overview(a: Explorer, b: Explorer, picked, fig_a, fig_b) -> None:
+    """Input and both reconstructions, their metrics, and both models' class probabilities."""
+    image = picked.image.numpy()
+    pictures_col, table_col = st.columns([3, 2])
+    pictures_col.image(panel_png([Tile("input", display_image(image)), Tile("A: reconstruction", display_image(fig_a.recon)),
+                                  Tile("B: reconstruction", display_image(fig_b.recon))], 3, scale=RECON_SCALE))
+    rows = []
+    for name, explorer, fig, names in (("A", a, fig_a, a.class_names), ("B", b, fig_b, b.class_names)):
+        row = {"model": f"{name}: {explorer.label}", "recon MSE": fig.recon_mse, "PSNR (dB)": fig.recon_psnr}
+        if fig.probabilities is not None:
+            top = np.argsort(fig.probabilities)[::-1][:3]
+            row["top classes"] = ", ".join(f"{names[i]} {fig.probabilities[i]:.0%}" for i in top)
+        else:
+            row["top classes"] = "trained without labels"
+        rows.append(row)
+    table_col.dataframe(rows, hide_index=True, key="compare_metrics", width="stretch",
+                        column_config={"recon MSE": st.column_config.NumberColumn(format="%.4f"),
+                                       "PSNR (dB)": st.column_config.NumberColumn(format="%.2f")})
+    series = {name: fig.probabilities.tolist() for name, fig in (("A", fig_a), ("B", fig_b))
+              if fig.probabilities is not None}
+    names = a.class_names if fig_a.probabilities is not None else b.class_names
+    if series and (len(series) == 1 or a.class_names == b.class_names):  # one class axis fits both
+        table_col.plotly_chart(figures.bar_figure(list(names), series, height=220, title="Class probabilities",
+                                                  y_range=(0, 1)), key="compare_probs", config=CHART)
+
+
+def cross_section(a: Explorer, b: Explorer, picked):
+    """A's what with B's where at the ticked stages; None (and the reason) when their wheres do not fit."""
+    refusal = cross_refusal(a.checkpoint.model_config, b.checkpoint.model_config)
+    if refusal is not None:
+        st.caption(f"A's what with B's where needs two models of the same architecture: {refusal}.")
+        return None
+    cfg = a.checkpoint.model_config
+    st.markdown("**A's what with B's where** at stage:")
+    boxes = st.columns(len(cfg.channels))
+    stages = [s for s, box in enumerate(boxes) if box.checkbox(f"stage {s + 1}", value=True,
+                                                               key=CROSS_STAGES.format(s))]
+    crossed = cross_where(a.model, b.model, picked.image, stages)
+    st.image(panel_png([Tile("input", display_image(picked.image.numpy())),
+                        Tile("A's own where", display_image(crossed.own_recon)),
+                        Tile("A's what, B's where", display_image(crossed.recon))], 3, scale=RECON_SCALE))
+    return crossed
+
+
+def probe_rows(explorer: Explorer, picked, size: int):
+    """The Swap page's shift curves of this model (the same cached function): the input against the next dataset
+    image, or `size` dataset images."""
+    examples = explorer.examples
+    step = explorer.checkpoint.step
+    if size == 1 or examples is None:
+        reference = chance_image(examples, picked)
+        return image_curves(explorer.source, step, explorer.device, fingerprint(picked.image), fingerprint(reference),
+                            explorer.model, picked.image, reference)
+    return dataset_curves(explorer.source, step, explorer.device, examples.name, size, explorer.model, examples.images)
+
+
+def chance_image(examples, picked):
+    """The image whose switches give the chance level for the input: the middle dataset image (the first when the
+    input is that image); the input itself when there is no dataset (chance then reads as following)."""
+    if examples is None:
+        return picked.image
+    middle = examples.images[len(examples.images) // 2]
+    return examples.images[0] if fingerprint(middle) == fingerprint(picked.image) else middle
+
+
+def probe_section(a: Explorer, b: Explorer, picked) -> None:
+    """Both models' shift-probe figures at one shift, a row per stage, and what differs."""
+    settings = st.columns(3)
+    size = PROBE_SETS[settings[0].radio("Measure over", list(PROBE_SETS), key=PROBE_SET,
+                                        disabled=a.examples is None)]
+    axis = AXES[settings[1].radio("Shift direction", list(AXES), key=PROBE_AXIS, horizontal=True)]
+    shift = settings[2].slider("Shift (pixels)", 1, max(PROBE_SHIFTS), 2, key=PROBE_SHIFT)
+    at_a = probe_at(along_axis(probe_rows(a, picked, size), axis), shift)
+    at_b = probe_at(along_axis(probe_rows(b, picked, size), axis), shift)
+    stages = sorted(set(at_a) | set(at_b))
+    value = lambda rows, s, name: getattr(rows[s], name) if s in rows else None  # noqa: E731
+    table = {"stage": [s + 1 for s in stages]}
+    for name, rows in (("A", at_a), ("B", at_b)):
+        table[f"{name} what ÷ input"] = [value(rows, s, "what_per_input") for s in stages]
+        table[f"{name} switches followed"] = [value(rows, s, "where_followed") for s in stages]
+        table[f"{name} chance"] = [value(rows, s, "where_reference") for s in stages]
+    st.dataframe(table, hide_index=True, key="compare_probe_table", width="content",
+                 column_config={name: st.column_config.NumberColumn(format="%.3f") for name in table if name != "stage"})
+    findings = probe_findings(at_a, at_b)
+    if findings:
+        st.markdown("\n".join(f"- {line}" for line in findings))
+
+
+explorer = current()
+st.title("Compare")
+st.caption("Model A is the sidebar's; model B any other checkpoint or a run's snapshot. One input feeds both.")
+picker_col, input_col = st.columns(2)
+with picker_col:
+    model_b = pick_model_b(explorer)
+with input_col:
+    picked = pick_image(explorer, "compare", "Input")
+if model_b.model.input_shape != explorer.model.input_shape:
+    st.warning(f"B takes {'x'.join(map(str, model_b.model.input_shape))} inputs and A "
+               f"{'x'.join(map(str, explorer.model.input_shape))}: choose a model B of A's input shape.")
+    st.stop()
+st.caption(f"**A**: {explorer.label} · **B**: {model_b.label}")
+
+fig_a = model_figures(explorer.model, picked.image, classifier_trained=explorer.checkpoint.classifier_trained)
+fig_b = model_figures(model_b.model, picked.image, classifier_trained=model_b.checkpoint.classifier_trained)
+overview(explorer, model_b, picked, fig_a, fig_b)
+st.subheader("Stages")
+stage_section(fig_a, fig_b)
+st.subheader("Where across models")
+crossed = cross_section(explorer, model_b, picked)
+st.markdown("\n".join(f"- {line}" for line in compare_findings(fig_a, fig_b, explorer.class_names, model_b.class_names,
+                                                                crossed)))
+st.subheader("Shift probe")
+probe_section(explorer, model_b, picked)

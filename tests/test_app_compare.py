@@ -1,0 +1,192 @@
+"""The Compare page, the step slider over a run's snapshots (sidebar and Compare's model B) and the Runs page's
+what-and-where-over-training row, through AppTest: each control, and the figures against what Layers and Swap (and
+core.analysis directly) compute for each model alone."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from app import sidebar
+from core.analysis import cross_where, layer_views, mse
+from core.data import load_examples
+from core.model import SWWAE, load_checkpoint, rgb32_config, save_checkpoint
+from core.runs import RUNS_ENV
+from core.training import rundir, train
+from tests.test_app import APP, TIMEOUT, ok
+from tests.test_train import TINY_DATA, TINY_MODEL, tiny_train
+
+HARD, NONE = "checkpoints/ablation_hard.pt", "checkpoints/ablation_none.pt"
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory):
+    """A runs folder with one finished 100-step run (snapshots 1, 2, 5, 10, 20, 50, 100), a corrupt checkpoint and a
+    model of another input shape."""
+    root = tmp_path_factory.mktemp("runs")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    train(TINY_MODEL, tiny_train(epochs=13, max_steps=100), TINY_DATA, run_dir=root / "tiny")
+    torch.set_num_threads(threads)
+    (root / "broken").mkdir()
+    (root / "broken" / "last.pt").write_bytes(b"not a checkpoint")
+    (root / "rgb").mkdir()
+    save_checkpoint(root / "rgb" / "best.pt", SWWAE(rgb32_config(channels=(4, 8), kernel_sizes=(3, 3), pool_sizes=(2, 2), head_width=8)))
+    saved = os.environ.get(RUNS_ENV)
+    os.environ[RUNS_ENV] = str(root)
+    yield root
+    if saved is None:
+        os.environ.pop(RUNS_ENV, None)
+    else:
+        os.environ[RUNS_ENV] = saved
+
+
+def open_page(page: str, model: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    if model is not None:
+        at.selectbox(key=sidebar.MODEL_CHOICE).set_value(model).run()
+        ok(at)
+    if page != "layers":
+        at.switch_page(f"views/{page}.py").run()
+    ok(at)
+    return at
+
+
+def metrics_rows(at: AppTest) -> dict[str, dict]:
+    table = at.dataframe[0].value
+    return {row["model"][0]: row for row in table.to_dict("records")}
+
+
+def findings(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown if m.value.startswith("- "))
+
+
+def layers_recon_mse(model: str, index: int) -> float:
+    at = open_page("layers", model)
+    at.number_input(key="layers_index").set_value(index).run()
+    ok(at)
+    return float(next(m.value for m in at.metric if m.label == "Recon MSE"))
+
+
+def test_compare_opens_on_the_where_ablation_and_matches_the_layers_page(runs_root):
+    at = open_page("compare")
+    assert at.title[0].value == "Compare"
+    assert at.selectbox(key="compare_b").value == NONE  # the shipped model's where ablation, trained without where
+    at.number_input(key="compare_index").set_value(7).run()
+    ok(at)
+    rows = metrics_rows(at)
+    assert f"{rows['A']['recon MSE']:.4f}" == f"{layers_recon_mse(sidebar.DEFAULT_CHECKPOINT, 7):.4f}"
+    assert f"{rows['B']['recon MSE']:.4f}" == f"{layers_recon_mse(NONE, 7):.4f}"
+    assert rows["B"]["top classes"] == "trained without labels"  # unsupervised: no prediction
+    text = findings(at)
+    ratio = rows["B"]["recon MSE"] / rows["A"]["recon MSE"]
+    assert f"{ratio:.2f}× A's {rows['A']['recon MSE']:.4f}" in text
+    assert "They disagree" not in text and "Both predict" not in text
+    assert "same architecture" in " ".join(c.value for c in at.caption)  # 32/64/128 against 16/32/64: no crossing
+    assert len(at.tabs) == 3 and len(at.get("image")) >= 3
+
+
+def test_the_probe_table_equals_the_swap_pages_for_each_model(runs_root):
+    at = open_page("compare")
+    at.radio(key="compare_probe_set").set_value("50 dataset images").run()
+    ok(at)
+    table = at.dataframe[1].value
+    for model, column in ((sidebar.DEFAULT_CHECKPOINT, "A"), (NONE, "B")):
+        swap = open_page("swap", model)
+        swap.session_state["swap_section"] = "Shift probe: what invariance, where equivariance"
+        swap.run()
+        swap.radio(key="swap_probe_set").set_value("50 dataset digits").run()
+        ok(swap)
+        reference = swap.dataframe[1].value
+        assert np.allclose(table[f"{column} what ÷ input"], reference["what ÷ input"])
+        assert np.allclose(table[f"{column} switches followed"], reference["switches followed"])
+        assert np.allclose(table[f"{column} chance"], reference["chance"])
+    text = findings(at)
+    assert f"{table['A switches followed'][0]:.0%}, B {table['B switches followed'][0]:.0%}" in text
+    at.slider(key="compare_probe_shift").set_value(4).run()
+    at.radio(key="compare_probe_axis").set_value("down (y)").run()
+    ok(at)
+    assert not at.dataframe[1].value.equals(table)
+
+
+def test_same_architecture_crosses_b_where_into_a_decoder(runs_root):
+    at = open_page("compare", HARD)
+    at.selectbox(key="compare_b").set_value(NONE).run()
+    ok(at)
+    image = load_examples("mnist5k", channels=1, image_size=28).images[0]
+    expected = cross_where(load_checkpoint(HARD).model, load_checkpoint(NONE).model, image, [0, 1, 2])
+    text = findings(at)
+    assert f"stages 1, 2, 3: MSE {expected.mse:.4f}" in text
+    assert f"A's own {expected.own_mse:.4f}" in text
+    assert f"{100 * expected.same_switch[0]:.0f}% at stage 1" in text
+    picture = str(at.get("image")[-1].proto)
+    for stage in range(3):
+        at.checkbox(key=f"compare_cross_{stage}").uncheck().run()
+    ok(at)
+    assert "A's decoder with B's where" not in findings(at)  # nothing crossed: no such sentence
+    assert str(at.get("image")[-1].proto) != picture
+
+
+def test_model_b_of_another_shape_or_unreadable_is_one_line(runs_root):
+    at = open_page("compare")
+    rgb = sidebar.source_of(runs_root / "rgb" / "best.pt")
+    at.selectbox(key="compare_b").set_value(rgb).run()
+    assert not at.exception
+    assert "choose a model B of A's input shape" in at.warning[0].value
+    at.selectbox(key="compare_b").set_value(sidebar.source_of(runs_root / "broken" / "last.pt")).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "Could not load" in at.error[0].value and "\n" not in at.error[0].value
+
+
+def test_model_b_step_slider_shows_a_snapshot(runs_root):
+    at = open_page("compare")
+    at.selectbox(key="compare_b").set_value(sidebar.source_of(runs_root / "tiny" / "last.pt")).run()
+    ok(at)
+    slider = at.select_slider(key="compare_b_step_widget")
+    assert list(slider.options) == ["1", "2", "5", "10", "20", "50", "100 (last.pt)"]
+    latest = metrics_rows(at)["B"]["recon MSE"]
+    slider.set_value(1).run()
+    ok(at)
+    assert "at step 1 (snapshot)" in metrics_rows(at)["B"]["model"]
+    image = load_examples("mnist5k", channels=1, image_size=28).images[0]
+    first = load_checkpoint(rundir.snapshot_path(runs_root / "tiny", 1)).model
+    assert f"{metrics_rows(at)['B']['recon MSE']:.6f}" == f"{mse(layer_views(first, image)[2].recon, image):.6f}"
+    assert metrics_rows(at)["B"]["recon MSE"] != latest
+
+
+def test_sidebar_step_slider_changes_what_layers_shows(runs_root):
+    at = open_page("layers", sidebar.source_of(runs_root / "tiny" / "best.pt"))
+    slider = at.select_slider(key=f"{sidebar.SNAPSHOT_STEP}_widget")
+    assert slider.value == 96  # best.pt: the last epoch end, between the snapshots of 50 and 100
+    assert list(slider.options)[-3:] == ["50", "96 (best.pt)", "100"]
+    before = next(m.value for m in at.metric if m.label == "Recon MSE")
+    slider.set_value(5).run()
+    ok(at)
+    assert "at step 5 (snapshot)" in at.caption[0].value
+    after = next(m.value for m in at.metric if m.label == "Recon MSE")
+    image = load_examples("mnist5k", channels=1, image_size=28).images[0]
+    model = load_checkpoint(rundir.snapshot_path(runs_root / "tiny", 5)).model
+    assert after == f"{mse(layer_views(model, image)[2].recon, image):.4f}" != before
+    at.switch_page("views/swap.py").run()  # the step holds on every page
+    ok(at)
+    assert "at step 5 (snapshot)" in at.caption[0].value
+    at.selectbox(key=sidebar.MODEL_CHOICE).set_value(sidebar.DEFAULT_CHECKPOINT).run()
+    ok(at)
+    assert at.session_state[sidebar.SNAPSHOT_STEP] is None  # another model starts at its own file
+
+
+def test_runs_page_shows_the_where_at_every_snapshot_step(runs_root):
+    at = open_page("runs")
+    at.selectbox(key="runs_formation_run").set_value("tiny").run()
+    ok(at)
+    captions = [img.proto.imgs[0].caption for img in at.get("image") if img.proto.imgs]
+    assert any("at every snapshot step" in c and "stage 1" in c for c in captions)
+    at.selectbox(key="runs_formation_stage").set_value(1).run()
+    at.selectbox(key="runs_formation_channel").set_value(3).run()
+    at.selectbox(key="runs_formation_image").set_value(2).run()
+    ok(at)
+    captions = [img.proto.imgs[0].caption for img in at.get("image") if img.proto.imgs]
+    assert any("stage 2, channel 3" in c for c in captions)
