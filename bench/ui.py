@@ -6,7 +6,7 @@ Targets: core work for a swap <= 20 ms; a full page rerun <= 300 ms.
 
 `--browser` (or `--browser-only`) adds what a person waits for, in headless Chromium (Playwright): the app and a
 trivial floor page (one stepper, one st.image, one Plotly heatmap) each served by `streamlit run` on a free
-localhost port; on the Layers page, the Swap page and the floor, the time from a click on the index stepper's "+"
+localhost port; on the Layers, Swap and Compare pages and the floor, the time from a click on the index stepper's "+"
 until the page's pictures (img, svg, canvas in the main block) last changed, once the script has stopped running
 and nothing has changed for 500 ms. Target: each page <= 2x the floor measured in the same run.
 """
@@ -92,7 +92,7 @@ def page_timings(repeat: int) -> dict[str, float]:
 
     at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=300).run()
     out = {}
-    for page in ("layers", "swap", "attribution"):
+    for page in ("layers", "swap", "compare", "attribution"):
         at.switch_page(f"views/{page}.py").run()
         if at.exception:
             raise RuntimeError(f"{page} page raised: {at.exception[0].value}")
@@ -109,7 +109,8 @@ QUIET_MS = 500  # the pictures count as still after this long without a change
 CLICK_TIMEOUT_S = 60  # one click's redraw; a page that takes longer fails the bench
 LOAD_TIMEOUT_S = 180  # first load of a page: model, data, first render
 # (page, URL path, key of its index number_input)
-BROWSER_PAGES = (("layers", "/", "layers_index"), ("swap", "/swap", "swap_a_index"))
+BROWSER_PAGES = (("layers", "/", "layers_index"), ("swap", "/swap", "swap_a_index"),
+                 ("compare", "/compare", "compare_index"))
 FLOOR_PAGE = """\"\"\"The floor of bench.ui: the least a page with a stepper, an image and a heatmap can cost.\"\"\"
 import numpy as np
 import plotly.graph_objects as go

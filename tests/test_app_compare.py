@@ -56,8 +56,15 @@ def open_page(page: str, model: str | None = None) -> AppTest:
 
 
 def metrics_rows(at: AppTest) -> dict[str, dict]:
-    table = at.dataframe[0].value
-    return {row["model"][0]: row for row in table.to_dict("records")}
+    """The overview table's rows by model ("A", "B"), its figures as numbers."""
+    rows = at.table[0].value.to_dict("records")
+    numbers = ("recon MSE", "PSNR (dB)")
+    return {row["model"]: {k: float(v) if k in numbers else v for k, v in row.items()} for row in rows}
+
+
+def probe_table(at: AppTest) -> dict[str, np.ndarray]:
+    table = at.table[1].value
+    return {name: np.array([float(v) for v in table[name]]) for name in table.columns}
 
 
 def findings(at: AppTest) -> str:
@@ -78,12 +85,12 @@ def test_compare_opens_on_the_where_ablation_and_matches_the_layers_page(runs_ro
     at.number_input(key="compare_index").set_value(7).run()
     ok(at)
     rows = metrics_rows(at)
-    assert f"{rows['A']['recon MSE']:.4f}" == f"{layers_recon_mse(sidebar.DEFAULT_CHECKPOINT, 7):.4f}"
-    assert f"{rows['B']['recon MSE']:.4f}" == f"{layers_recon_mse(NONE, 7):.4f}"
+    assert rows["A"]["recon MSE"] == layers_recon_mse(sidebar.DEFAULT_CHECKPOINT, 7)  # both 4 decimals
+    assert rows["B"]["recon MSE"] == layers_recon_mse(NONE, 7)
     assert rows["B"]["top classes"] == "trained without labels"  # unsupervised: no prediction
     text = findings(at)
-    ratio = rows["B"]["recon MSE"] / rows["A"]["recon MSE"]
-    assert f"{ratio:.2f}× A's {rows['A']['recon MSE']:.4f}" in text
+    assert f"B's reconstruction MSE is {rows['B']['recon MSE']:.4f}" in text
+    assert f"A's {rows['A']['recon MSE']:.4f}" in text
     assert "They disagree" not in text and "Both predict" not in text
     assert "same architecture" in " ".join(c.value for c in at.caption)  # 32/64/128 against 16/32/64: no crossing
     assert len(at.tabs) == 3 and len(at.get("image")) >= 3
@@ -93,7 +100,7 @@ def test_the_probe_table_equals_the_swap_pages_for_each_model(runs_root):
     at = open_page("compare")
     at.radio(key="compare_probe_set").set_value("50 dataset images").run()
     ok(at)
-    table = at.dataframe[1].value
+    table = probe_table(at)
     for model, column in ((sidebar.DEFAULT_CHECKPOINT, "A"), (NONE, "B")):
         swap = open_page("swap", model)
         swap.session_state["swap_section"] = "Shift probe: what invariance, where equivariance"
@@ -101,15 +108,14 @@ def test_the_probe_table_equals_the_swap_pages_for_each_model(runs_root):
         swap.radio(key="swap_probe_set").set_value("50 dataset digits").run()
         ok(swap)
         reference = swap.dataframe[1].value
-        assert np.allclose(table[f"{column} what ÷ input"], reference["what ÷ input"])
-        assert np.allclose(table[f"{column} switches followed"], reference["switches followed"])
-        assert np.allclose(table[f"{column} chance"], reference["chance"])
+        for name in ("what ÷ input", "switches followed", "chance"):  # the table shows 3 decimals
+            assert np.allclose(table[f"{column} {name}"], reference[name], atol=5e-4, rtol=0), name
     text = findings(at)
     assert f"{table['A switches followed'][0]:.0%}, B {table['B switches followed'][0]:.0%}" in text
     at.slider(key="compare_probe_shift").set_value(4).run()
     at.radio(key="compare_probe_axis").set_value("down (y)").run()
     ok(at)
-    assert not at.dataframe[1].value.equals(table)
+    assert not all(np.array_equal(probe_table(at)[k], table[k]) for k in table)
 
 
 def test_same_architecture_crosses_b_where_into_a_decoder(runs_root):
@@ -150,10 +156,10 @@ def test_model_b_step_slider_shows_a_snapshot(runs_root):
     latest = metrics_rows(at)["B"]["recon MSE"]
     slider.set_value(1).run()
     ok(at)
-    assert "at step 1 (snapshot)" in metrics_rows(at)["B"]["model"]
+    assert any("at step 1 (snapshot)" in c.value for c in at.caption)
     image = load_examples("mnist5k", channels=1, image_size=28).images[0]
     first = load_checkpoint(rundir.snapshot_path(runs_root / "tiny", 1)).model
-    assert f"{metrics_rows(at)['B']['recon MSE']:.6f}" == f"{mse(layer_views(first, image)[2].recon, image):.6f}"
+    assert metrics_rows(at)["B"]["recon MSE"] == round(mse(layer_views(first, image)[2].recon, image), 4)
     assert metrics_rows(at)["B"]["recon MSE"] != latest
 
 

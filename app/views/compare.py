@@ -101,16 +101,14 @@ def overview(a: Explorer, b: Explorer, picked, fig_a, fig_b) -> None:
                                   Tile("B: reconstruction", display_image(fig_b.recon))], 3, scale=RECON_SCALE))
     rows = []
     for name, explorer, fig, names in (("A", a, fig_a, a.class_names), ("B", b, fig_b, b.class_names)):
-        row = {"model": f"{name}: {explorer.label}", "recon MSE": fig.recon_mse, "PSNR (dB)": fig.recon_psnr}
         if fig.probabilities is not None:
             top = np.argsort(fig.probabilities)[::-1][:3]
-            row["top classes"] = ", ".join(f"{names[i]} {fig.probabilities[i]:.0%}" for i in top)
+            classes = ", ".join(f"{names[i]} {fig.probabilities[i]:.0%}" for i in top)
         else:
-            row["top classes"] = "trained without labels"
-        rows.append(row)
-    table_col.dataframe(rows, hide_index=True, key="compare_metrics", width="stretch",
-                        column_config={"recon MSE": st.column_config.NumberColumn(format="%.4f"),
-                                       "PSNR (dB)": st.column_config.NumberColumn(format="%.2f")})
+            classes = "trained without labels"
+        rows.append({"model": name, "recon MSE": f"{fig.recon_mse:.4f}", "PSNR (dB)": f"{fig.recon_psnr:.2f}",
+                     "top classes": classes})
+    table_col.table(rows)  # static HTML: cheaper for the browser than a data grid
     series = {name: fig.probabilities.tolist() for name, fig in (("A", fig_a), ("B", fig_b))
               if fig.probabilities is not None}
     names = a.class_names if fig_a.probabilities is not None else b.class_names
@@ -158,6 +156,11 @@ def chance_image(examples, picked):
     return examples.images[0] if fingerprint(middle) == fingerprint(picked.image) else middle
 
 
+def cell(value) -> str:
+    """A probe table cell: a stage number as is, a figure to 3 decimals, a stage the model lacks as a dash."""
+    return "–" if value is None else str(value) if isinstance(value, int) else f"{value:.3f}"
+
+
 def probe_section(a: Explorer, b: Explorer, picked) -> None:
     """Both models' shift-probe figures at one shift, a row per stage, and what differs."""
     settings = st.columns(3)
@@ -174,8 +177,7 @@ def probe_section(a: Explorer, b: Explorer, picked) -> None:
         table[f"{name} what ÷ input"] = [value(rows, s, "what_per_input") for s in stages]
         table[f"{name} switches followed"] = [value(rows, s, "where_followed") for s in stages]
         table[f"{name} chance"] = [value(rows, s, "where_reference") for s in stages]
-    st.dataframe(table, hide_index=True, key="compare_probe_table", width="content",
-                 column_config={name: st.column_config.NumberColumn(format="%.3f") for name in table if name != "stage"})
+    st.table({name: [cell(v) for v in values] for name, values in table.items()})  # static HTML: cheap to draw
     findings = probe_findings(at_a, at_b)
     if findings:
         st.markdown("\n".join(f"- {line}" for line in findings))

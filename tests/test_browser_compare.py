@@ -1,0 +1,80 @@
+"""Compare and the snapshot step slider in a real browser: pick model B, change the input and see both
+reconstructions change; choose a run's checkpoint in the sidebar, move its step slider and see the Layers page
+change."""
+import re
+
+import pytest
+import torch
+
+from core.runs import RUNS_ENV
+from core.training import train
+from tests.browser_app import browser_page, requires_chromium, served_app, wait_idle
+from tests.test_train import TINY_DATA, TINY_MODEL, tiny_train
+
+pytestmark = requires_chromium
+FINDING = re.compile(r"B's reconstruction MSE is ([0-9.]+), [0-9.]+× A's ([0-9.]+)")
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    train(TINY_MODEL, tiny_train(epochs=13, max_steps=100), TINY_DATA, run_dir=root / "tiny")
+    torch.set_num_threads(threads)
+    return root
+
+
+def choose(page, container: str, label: str, option: str) -> None:
+    page.locator(f'{container} [data-testid="stSelectbox"]').filter(has_text=label).locator("input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_idle(page)
+
+
+def both_errors(page) -> tuple[str, str]:
+    """(B's, A's) reconstruction MSE as the page's finding states them."""
+    text = page.locator('[data-testid="stMain"] li').filter(has_text="B's reconstruction MSE").inner_text(timeout=30_000)
+    match = FINDING.search(text)
+    assert match, text
+    return match.group(1), match.group(2)
+
+
+def recon_mse(page) -> str:
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text="Recon MSE")
+    return metric.locator('[data-testid="stMetricValue"]').inner_text(timeout=30_000).strip()
+
+
+def test_pick_model_b_then_a_new_input_changes_both_reconstructions(tmp_path, runs_root):
+    with served_app(tmp_path / "server.log", **{RUNS_ENV: str(runs_root)}) as url, browser_page() as page:
+        page.goto(f"{url}/compare", timeout=60_000)
+        page.get_by_text("B's reconstruction MSE").wait_for(timeout=90_000)
+        wait_idle(page)
+        choose(page, '[data-testid="stMain"]', "Model B", "checkpoints/ablation_hard.pt")
+        page.get_by_text("B: checkpoints/ablation_hard.pt").first.wait_for(timeout=60_000)
+        before = both_errors(page)
+        picture = page.locator('[data-testid="stMain"] [data-testid="stImage"] img').first.get_attribute("src")
+        page.locator('[data-testid="stMain"] [data-testid="stNumberInput"]').filter(has_text="index").locator(
+            "button").last.click()  # "+": the next dataset image
+        wait_idle(page)
+        after = both_errors(page)
+        assert after[0] != before[0] and after[1] != before[1]  # B's and A's reconstructions both changed
+        assert page.locator('[data-testid="stMain"] [data-testid="stImage"] img').first.get_attribute("src") != picture
+        page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+        assert not page.locator('[data-testid="stException"]').count()
+
+
+def test_moving_a_runs_step_slider_changes_the_layers_page(tmp_path, runs_root):
+    with served_app(tmp_path / "server.log", **{RUNS_ENV: str(runs_root)}) as url, browser_page() as page:
+        page.goto(url, timeout=60_000)
+        page.locator('[data-testid="stMetric"]').first.wait_for(timeout=90_000)
+        wait_idle(page)
+        choose(page, '[data-testid="stSidebar"]', "Model", str(runs_root / "tiny" / "best.pt"))
+        slider = page.locator('[data-testid="stSidebar"] input[type="range"]')
+        slider.wait_for(state="attached", timeout=60_000)  # a visually hidden range input
+        before = recon_mse(page)
+        slider.focus()
+        page.keyboard.press("Home")  # the first snapshot: step 1
+        wait_idle(page)
+        page.get_by_text("at step 1 (snapshot)").first.wait_for(timeout=60_000)
+        assert recon_mse(page) != before
+        assert not page.locator('[data-testid="stException"]').count()
