@@ -110,6 +110,16 @@ def test_train_page_run_updates_the_runs_page_live(app_url, runs_dir, tmp_path):
                 break
         page.screenshot(path=str(tmp_path / "runs_page.png"), full_page=True)
         assert grown is not None, f"the curve did not update: still {before_text!r}"
+        snapshots = page.locator('[data-testid="stCaptionContainer"]').filter(has_text="Snapshot steps so far")
+        snapshots.first.wait_for(timeout=60_000)  # the row of snapshot steps, refreshing itself too
+        before_steps, more_steps = snapshots.first.inner_text(), None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            page.wait_for_timeout(1000)
+            if snapshots.count() and snapshots.first.inner_text() != before_steps:
+                more_steps = snapshots.first.inner_text()
+                break
+        assert more_steps is not None, f"no new snapshot joined the row: still {before_steps!r}"
         assert page.evaluate("window.__same_page === true"), "the page was reloaded"
         assert not page.locator('[data-testid="stException"]').count()
 

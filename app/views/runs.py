@@ -238,6 +238,7 @@ def formation(run_dir: Path, active: bool) -> None:
         st.warning(f"{len(refused)} snapshot(s) could not be read: {plain(refused[0])}")
     if not pictures:
         return
+    st.caption(f"Snapshot steps{' so far' if active else ''}: {', '.join(f'{step:,}' for step, _ in pictures)}")
     scale = max(1, round(WHERE_TILE_WIDTH / pictures[0][1].where.shape[1]))
     st.image(panel_png([Tile(f"step {step:,}", p.where) for step, p in pictures], len(pictures), scale=scale),
              caption=f"The where of {names[index]} at stage {stage + 1}"
