@@ -4,6 +4,7 @@ core.analysis directly) compute for each model alone."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -196,3 +197,30 @@ def test_runs_page_shows_the_where_at_every_snapshot_step(runs_root):
     ok(at)
     captions = [img.proto.imgs[0].caption for img in at.get("image") if img.proto.imgs]
     assert any("stage 2, channel 3" in c for c in captions)
+
+
+def test_an_unreadable_snapshot_is_one_line_and_the_checkpoint_stays(runs_root):
+    run = runs_root / "tiny-corrupt"
+    shutil.copytree(runs_root / "tiny", run, ignore=shutil.ignore_patterns("lock"))
+    rundir.snapshot_path(run, 5).write_bytes(b"truncated")
+    at = open_page("layers", sidebar.source_of(run / "last.pt"))
+    at.select_slider(key=f"{sidebar.SNAPSHOT_STEP}_widget").set_value(5).run()
+    assert not at.exception
+    assert len(at.error) == 1 and at.error[0].value.startswith("Could not load the snapshot")
+    assert "\n" not in at.error[0].value
+    assert "(snapshot)" not in at.caption[0].value  # the checkpoint itself is shown
+    at.switch_page("views/runs.py").run()
+    at.selectbox(key="runs_formation_run").set_value("tiny-corrupt").run()
+    assert not at.exception
+    assert any("1 snapshot(s) could not be read: step 5" in w.value for w in at.warning)
+
+
+def test_compare_draws_the_chosen_stage_tab(runs_root):
+    at = open_page("compare")
+    first = [str(image.proto) for image in at.get("image")]
+    at.session_state["compare_stage_tab"] = "Stage 3"  # = clicking the tab
+    at.run()
+    ok(at)
+    assert [str(image.proto) for image in at.get("image")] != first
+    captions = " ".join(c for image in at.get("image") for c in image.captions)
+    assert "where key" in captions

@@ -2,6 +2,7 @@
 reconstructions change; choose a run's checkpoint in the sidebar, move its step slider and see the Layers page
 change."""
 import re
+import time
 
 import pytest
 import torch
@@ -39,6 +40,16 @@ def both_errors(page) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
+def settled(page, done, timeout_s: float = 30) -> tuple[str, str]:
+    """both_errors once `done(them)` holds (the rerun's new elements replace the old ones one by one)."""
+    deadline = time.monotonic() + timeout_s
+    errors = both_errors(page)
+    while not done(errors) and time.monotonic() < deadline:
+        page.wait_for_timeout(300)
+        errors = both_errors(page)
+    return errors
+
+
 def recon_mse(page) -> str:
     metric = page.locator('[data-testid="stMetric"]').filter(has_text="Recon MSE")
     return metric.locator('[data-testid="stMetricValue"]').inner_text(timeout=30_000).strip()
@@ -49,14 +60,16 @@ def test_pick_model_b_then_a_new_input_changes_both_reconstructions(tmp_path, ru
         page.goto(f"{url}/compare", timeout=60_000)
         page.get_by_text("B's reconstruction MSE").wait_for(timeout=90_000)
         wait_idle(page)
+        initial = both_errors(page)
         choose(page, '[data-testid="stMain"]', "Model B", "checkpoints/ablation_hard.pt")
         page.get_by_text("B: checkpoints/ablation_hard.pt").first.wait_for(timeout=60_000)
-        before = both_errors(page)
+        before = settled(page, lambda errors: errors[0] != initial[0])  # B's figure is the new model's
         picture = page.locator('[data-testid="stMain"] [data-testid="stImage"] img').first.get_attribute("src")
-        page.locator('[data-testid="stMain"] [data-testid="stNumberInput"]').filter(has_text="index").locator(
-            "button").last.click()  # "+": the next dataset image
+        index = page.locator('[data-testid="stMain"] [data-testid="stNumberInput"]').filter(has_text="index")
+        index.locator("button").last.click()  # "+": the next dataset image
         wait_idle(page)
-        after = both_errors(page)
+        assert index.locator("input").input_value() == "1"
+        after = settled(page, lambda errors: errors != before)
         assert after[0] != before[0] and after[1] != before[1]  # B's and A's reconstructions both changed
         assert page.locator('[data-testid="stMain"] [data-testid="stImage"] img').first.get_attribute("src") != picture
         page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)

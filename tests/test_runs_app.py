@@ -137,7 +137,9 @@ def test_train_page_starts_a_run_and_the_runs_page_plots_it(runs_root, cli_run):
     assert np.allclose(totals, [r["total"] for r in logged])
     val_steps, _ = curve(at, "tiny", "val")
     assert val_steps == [r["step"] for r in rundir.read_metrics(run_dir, "eval")] == [4, 8]
-    assert len(at.get("image")) == 1 and "validation images" in at.get("image")[0].captions[0]  # the latest reconstructions
+    latest = [image for image in at.get("image") if "validation images" in image.captions[0]]
+    assert len(latest) == 1  # the latest reconstructions (the others: its snapshot steps, below)
+    assert sum("at every snapshot step" in image.captions[0] for image in at.get("image")) == 2
     at.button(key="runs_open_tiny").click().run()  # Open in explorer: best.pt in the Layers page
     ok(at)
     assert at.session_state["model_loaded"] == str(run_dir / "best.pt")
@@ -247,3 +249,14 @@ def test_many_active_runs_show_a_few_and_bound_the_selection(tmp_path, monkeypat
     picker = at.multiselect(key="runs_selected")
     assert 1 <= len(picker.value) <= 4 and picker.max_selections == 8
     assert len(at.button) <= 2 * 4 + 1  # open / stop-or-resume per shown run, and Refresh
+
+
+def test_train_page_can_turn_snapshots_off(runs_root):
+    at = fill_form(open_page("train"), "no-snapshots", epochs=1)
+    at.checkbox(key="train_snapshots").uncheck()
+    at.button(key="train_start").click().run()
+    ok(at)
+    run_dir = runs_root / "no-snapshots"
+    assert wait_for(run_dir, ("finished", "failed"), at).state == "finished"
+    assert rundir.read_config(run_dir)["train"]["snapshots"] is False
+    assert rundir.list_snapshots(run_dir) == [] and not (run_dir / rundir.SNAPSHOTS_DIR).exists()

@@ -12,7 +12,7 @@ from app.probes import PROBE_SHIFTS, dataset_curves, fingerprint, image_curves
 from app.sidebar import (NONE_MODELS, SHIPPED_MODELS, UPLOADS, Explorer, at_chosen_step, current, find_checkpoints,
                          load_source, source_label)
 from core.analysis import (Tile, along_axis, check_viewable, compare_findings, cross_refusal, cross_where,
-                           display_image, model_figures, mosaic, panel_png, probe_at, probe_findings, sequential_rgb,
+                           crisp_pixels, display_image, where_legend, model_figures, mosaic, panel_png, probe_at, probe_findings, sequential_rgb,
                            shared_scale, where_mosaic)
 from core.model import CheckpointError
 
@@ -84,13 +84,17 @@ def stage_section(fig_a, fig_b) -> None:
             high = shared_scale(va.what, vb.what) if va is not None and vb is not None else None
             if va is not None and vb is not None and va.hidden is not None and vb.hidden is not None and high:
                 high = max(high, shared_scale(va.hidden, vb.hidden) or 0.0)
-            st.caption("what and decoder hidden on one colour scale for A and B" if high is not None else
-                       "A's and B's stages differ in shape: each is drawn on its own colour scale")
+            maps_col, key_col = st.columns([6, 1])
+            maps_col.caption("what and decoder hidden on one colour scale for A and B" if high is not None else
+                             "A's and B's stages differ in shape: each is drawn on its own colour scale")
             for view, name in ((va, "A"), (vb, "B")):
                 if view is None:
-                    st.caption(f"{name} has no stage {stage + 1}.")
+                    maps_col.caption(f"{name} has no stage {stage + 1}.")
                     continue
-                st.image(stage_pictures(view, high, name))
+                maps_col.image(stage_pictures(view, high, name))
+            shown = va if va is not None else vb
+            key_col.image(crisp_pixels(where_legend(shown.pool_size, False), 80), width=80,
+                          caption="where key: the window's cells, (0, 0) top left")
 
 
 def overview(a: Explorer, b: Explorer, picked, fig_a, fig_b) -> None:
