@@ -8,18 +8,10 @@ import torch
 from core.data import DataConfig
 from core.model import load_checkpoint
 from core.training import MAX_SNAPSHOTS, rundir, snapshot_steps, train
-from tests.test_train import TINY_DATA, TINY_MODEL, tiny_train
+from tests.test_train import TINY_DATA, TINY_MODEL, one_thread, tiny_train  # noqa: F401 - one_thread: autouse
 
 STEPS = 100  # 8 steps per epoch (256 images, batch 32): 12.5 epochs, so max_steps ends the run mid-epoch
 DATA = DataConfig(max_train=256, max_val=64, shift=1)  # augmentation: its generator must resume too
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def snapshot_weights(run) -> dict[int, dict[str, torch.Tensor]]:
