@@ -73,11 +73,11 @@ def test_swap_page_widgets():
     stages = len(digits_config().channels)
     assert [c.key for c in at.checkbox] == [f"swap_where_{s}" for s in range(stages)]
     assert len(at.get("download_button")) == 1
-    table = at.dataframe[0].value
+    table = at.table[0].value
     assert list(table["image"]) == ["recon(A)", "recon(B)", "what A + where B", "what B + where A",
                                     "where ignored (A)", "where ignored (B)", "'none' model recon(A)",
                                     "'none' model recon(B)"]  # the where ablation's none model ships
-    assert (table["MSE to A"] >= 0).all() and len(table.columns) == 5
+    assert (table["MSE to A"].astype(float) >= 0).all() and len(table.columns) == 5
     panel_before = str(images(at)[0].proto)
     at.checkbox(key="swap_where_0").uncheck().run()
     ok(at)
@@ -120,7 +120,7 @@ def probe_findings(at: AppTest) -> str:
 
 def test_swap_page_shift_probe_states_only_what_its_table_shows():
     at = open_section(open_page("swap"), PROBE)
-    table = at.dataframe[1].value  # the probe's numbers at the chosen shift
+    table = at.dataframe[0].value  # the probe's numbers at the chosen shift
     findings = probe_findings(at)
     assert "shifted 2 px right" in findings
     for ratio in table["what ÷ pre-pool"]:  # every ratio the first sentence quotes is in the table
@@ -134,7 +134,7 @@ def test_swap_page_shift_probe_states_only_what_its_table_shows():
     at.radio(key="swap_probe_set").set_value("50 dataset digits").run()
     ok(at)
     assert probe_findings(at).startswith("Over 50 mnist5k digits")
-    assert at.dataframe[1].value["switches counted"].sum() > 1000
+    assert at.dataframe[0].value["switches counted"].sum() > 1000
 
 
 def test_attribution_page_widgets():

@@ -12,18 +12,18 @@ from app.probes import PROBE_SHIFTS, dataset_curves, fingerprint, image_curves
 from app.sidebar import (NONE_MODELS, SHIPPED_MODELS, UPLOADS, Explorer, at_chosen_step, current, find_checkpoints,
                          load_source, source_label)
 from core.analysis import (Tile, along_axis, check_viewable, compare_findings, cross_refusal, cross_where,
-                           crisp_pixels, display_image, where_legend, model_figures, mosaic, panel_png, probe_at, probe_findings, sequential_rgb,
+                           crisp_pixels, difference_tile, display_image, padded_tiles, where_legend, model_figures, mosaic, panel_png, probe_at, probe_findings, sequential_rgb,
                            shared_scale, where_mosaic)
 from core.model import CheckpointError
 
 MODEL_B, B_STEP = "compare_b", "compare_b_step"
 STAGE_TAB, CROSS_STAGES = "compare_stage_tab", "compare_cross_{}"
 PROBE_SET, PROBE_SHIFT, PROBE_AXIS = "compare_probe_set", "compare_probe_shift", "compare_probe_axis"
-PROBE_SETS = {"this input (chance: another dataset image)": 1, "50 dataset images": 50}
+PROBE_SETS = {"50 dataset images": 50, "this input (chance: another dataset image)": 1}  # the first: computed
+# once per model, so a new input costs nothing here
 AXES = {"right (x)": "x", "down (y)": "y"}
 TILE_WIDTH = 200  # px a mosaic is drawn at
 RECON_SCALE = 5
-CHART = {"displaylogo": False}
 
 
 def default_b(explorer: Explorer, sources: list[str]) -> str:
@@ -57,17 +57,16 @@ def pick_model_b(explorer: Explorer) -> Explorer:
     return at_chosen_step(b, B_STEP, "Model B's training step")
 
 
-def stage_pictures(view, high_what: float | None, name: str) -> bytes:
-    """One model's stage as a PNG row: what, where (coloured by window position) and decoder hidden, what and hidden
-    on one colour scale (`high_what`, shared with the other model when the shapes match)."""
+def stage_tiles(view, high_what: float | None, name: str) -> list[Tile]:
+    """One model's stage: what, where (coloured by window position) and decoder hidden (a blank tile at the top
+    stage), what and hidden on one colour scale (`high_what`, shared with the other model when the shapes match)."""
     what = mosaic(view.what)
     high = high_what if high_what is not None else max(float(np.nanmax(what.image)), 1e-6)
     colors, _ = where_mosaic(view.where_offset, view.what, view.pool_size, fade=True)
-    tiles = [Tile(f"{name}: what (0 to {high:.2g})", sequential_rgb(what.image, 0.0, high)),
-             Tile(f"{name}: where", colors.image)]
-    if view.hidden is not None:
-        tiles.append(Tile(f"{name}: decoder hidden", sequential_rgb(mosaic(view.hidden).image, 0.0, high)))
-    return panel_png(tiles, len(tiles), scale=max(1, round(TILE_WIDTH / what.image.shape[1])))
+    hidden = (Tile(f"{name}: decoder hidden", sequential_rgb(mosaic(view.hidden).image, 0.0, high))
+              if view.hidden is not None else Tile("", np.full_like(colors.image, np.nan)))
+    return [Tile(f"{name}: what (0 to {high:.2g})", sequential_rgb(what.image, 0.0, high)),
+            Tile(f"{name}: where", colors.image), hidden]
 
 
 def stage_section(fig_a, fig_b) -> None:
@@ -87,22 +86,26 @@ def stage_section(fig_a, fig_b) -> None:
             maps_col, key_col = st.columns([6, 1])
             maps_col.caption("what and decoder hidden on one colour scale for A and B" if high is not None else
                              "A's and B's stages differ in shape: each is drawn on its own colour scale")
-            for view, name in ((va, "A"), (vb, "B")):
-                if view is None:
-                    maps_col.caption(f"{name} has no stage {stage + 1}.")
-                    continue
-                maps_col.image(stage_pictures(view, high, name))
+            missing = [name for view, name in ((va, "A"), (vb, "B")) if view is None]
+            if missing:
+                maps_col.caption(f"{missing[0]} has no stage {stage + 1}.")
+            tiles = padded_tiles([t for view, name in ((va, "A"), (vb, "B")) if view is not None
+                                  for t in stage_tiles(view, high, name)])  # A's row over B's: one picture
+            maps_col.image(panel_png(tiles, 3, scale=max(1, round(TILE_WIDTH / tiles[0].image.shape[1]))))
             shown = va if va is not None else vb
             key_col.image(crisp_pixels(where_legend(shown.pool_size, False), 80), width=80,
                           caption="where key: the window's cells, (0, 0) top left")
 
 
 def overview(a: Explorer, b: Explorer, picked, fig_a, fig_b) -> None:
-    """Input and both reconstructions, their metrics, and both models' class probabilities."""
+    """Input and both reconstructions, and a table of their MSE / PSNR and each model's top classes (a picture per
+    figure and one static table: cheap for the browser to redraw when the input changes)."""
     image = picked.image.numpy()
     pictures_col, table_col = st.columns([3, 2])
     pictures_col.image(panel_png([Tile("input", display_image(image)), Tile("A: reconstruction", display_image(fig_a.recon)),
-                                  Tile("B: reconstruction", display_image(fig_b.recon))], 3, scale=RECON_SCALE))
+                                  Tile("B: reconstruction", display_image(fig_b.recon)),
+                                  difference_tile("B - A (red: B brighter)", fig_b.recon, fig_a.recon)], 4,
+                                 scale=RECON_SCALE))
     rows = []
     for name, explorer, fig, names in (("A", a, fig_a, a.class_names), ("B", b, fig_b, b.class_names)):
         if fig.probabilities is not None:
@@ -110,15 +113,8 @@ def overview(a: Explorer, b: Explorer, picked, fig_a, fig_b) -> None:
             classes = ", ".join(f"{names[i]} {fig.probabilities[i]:.0%}" for i in top)
         else:
             classes = "trained without labels"
-        rows.append({"model": name, "recon MSE": f"{fig.recon_mse:.4f}", "PSNR (dB)": f"{fig.recon_psnr:.2f}",
-                     "top classes": classes})
-    table_col.table(rows)  # static HTML: cheaper for the browser than a data grid
-    series = {name: fig.probabilities.tolist() for name, fig in (("A", fig_a), ("B", fig_b))
-              if fig.probabilities is not None}
-    names = a.class_names if fig_a.probabilities is not None else b.class_names
-    if series and (len(series) == 1 or a.class_names == b.class_names):  # one class axis fits both
-        table_col.plotly_chart(figures.bar_figure(list(names), series, height=220, title="Class probabilities",
-                                                  y_range=(0, 1)), key="compare_probs", config=CHART)
+        rows.append({"model": name, "recon MSE": fig.recon_mse, "PSNR (dB)": fig.recon_psnr, "top classes": classes})
+    table_col.table(figures.static_table(rows, {"recon MSE": "{:.4f}", "PSNR (dB)": "{:.2f}"}))
 
 
 def cross_section(a: Explorer, b: Explorer, picked):
@@ -140,8 +136,8 @@ def cross_section(a: Explorer, b: Explorer, picked):
 
 
 def probe_rows(explorer: Explorer, picked, size: int):
-    """The Swap page's shift curves of this model (the same cached function): the input against the next dataset
-    image, or `size` dataset images."""
+    """The Swap page's shift curves of this model (the same cached function): the input against another dataset
+    image, or `size` of A's dataset images (both models are measured on the same images)."""
     examples = explorer.examples
     step = explorer.checkpoint.step
     if size == 1 or examples is None:
@@ -160,16 +156,16 @@ def chance_image(examples, picked):
     return examples.images[0] if fingerprint(middle) == fingerprint(picked.image) else middle
 
 
-def cell(value) -> str:
-    """A probe table cell: a stage number as is, a figure to 3 decimals, a stage the model lacks as a dash."""
-    return "–" if value is None else str(value) if isinstance(value, int) else f"{value:.3f}"
-
-
 def probe_section(a: Explorer, b: Explorer, picked) -> None:
     """Both models' shift-probe figures at one shift, a row per stage, and what differs."""
+    st.caption("Per stage and model, on the same images: how much the what changes per unit of input change (what ÷ "
+               "input; below 1: pooling absorbed part of the shift), and the share of active switches that moved by "
+               "exactly the shift next to what another image's switches give by chance (the Swap page's probe).")
     settings = st.columns(3)
-    size = PROBE_SETS[settings[0].radio("Measure over", list(PROBE_SETS), key=PROBE_SET,
-                                        disabled=a.examples is None)]
+    choices = list(PROBE_SETS) if a.examples is not None else list(PROBE_SETS)[1:]  # no dataset: the input alone
+    if st.session_state.get(PROBE_SET) not in choices:
+        st.session_state[PROBE_SET] = choices[0]
+    size = PROBE_SETS[settings[0].radio("Measure over", choices, key=PROBE_SET)]
     axis = AXES[settings[1].radio("Shift direction", list(AXES), key=PROBE_AXIS, horizontal=True)]
     shift = settings[2].slider("Shift (pixels)", 1, max(PROBE_SHIFTS), 2, key=PROBE_SHIFT)
     at_a = probe_at(along_axis(probe_rows(a, picked, size), axis), shift)
@@ -181,7 +177,7 @@ def probe_section(a: Explorer, b: Explorer, picked) -> None:
         table[f"{name} what ÷ input"] = [value(rows, s, "what_per_input") for s in stages]
         table[f"{name} switches followed"] = [value(rows, s, "where_followed") for s in stages]
         table[f"{name} chance"] = [value(rows, s, "where_reference") for s in stages]
-    st.table({name: [cell(v) for v in values] for name, values in table.items()})  # static HTML: cheap to draw
+    st.table(figures.static_table(table, {name: "{:.3f}" for name in table if name != "stage"}))
     findings = probe_findings(at_a, at_b)
     if findings:
         st.markdown("\n".join(f"- {line}" for line in findings))

@@ -105,9 +105,8 @@ rows = [metric_row(name, result.metrics[key]["mse_a"], result.metrics[key]["mse_
 if trained_without_where is not None:
     rows += [metric_row(f"'none' model recon({which})", mse(recon, a.image), mse(recon, b.image))
              for which, recon in zip("AB", trained_without_where)]
-st.dataframe(rows, hide_index=True, key="swap_metrics", width="content",
-             column_config={name: st.column_config.NumberColumn(format="%.4f" if "MSE" in name else "%.2f")
-                            for name in ("MSE to A", "PSNR to A (dB)", "MSE to B", "PSNR to B (dB)")})
+st.table(figures.static_table(rows, {name: "{:.4f}" if "MSE" in name else "{:.2f}"
+                                     for name in ("MSE to A", "PSNR to A (dB)", "MSE to B", "PSNR to B (dB)")}))
 
 
 def where_morph_section() -> None:

@@ -17,7 +17,7 @@ from core.analysis.attribution import METHODS, METHOD_LABELS, LogitsModel, Attri
 from core.analysis.render import (
     Mosaic, mosaic, mosaic_columns, where_colors, where_mosaic, where_legend, where_arrows, display_image,
     diverging_rgb, Tile, difference_tile, stage_difference, recon_tiles, swap_tiles, panel_png, swap_grid,
-    sequential_rgb, tile_rgb, crisp_pixels, side_by_side, unit_tiles, tile_targets,
+    sequential_rgb, tile_rgb, crisp_pixels, side_by_side, unit_tiles, tile_targets, padded_tiles,
 )
 from core.analysis.compare import (
     ModelFigures, CrossedWhere, model_figures, cross_refusal, cross_where, compare_findings, probe_at, shared_scale,
@@ -35,7 +35,7 @@ __all__ = [
     "attribute", "attribute_all", "Mosaic", "mosaic", "mosaic_columns", "where_colors", "where_mosaic",
     "where_legend", "where_arrows", "display_image", "diverging_rgb", "Tile", "difference_tile", "stage_difference",
     "recon_tiles", "swap_tiles", "panel_png", "swap_grid", "sequential_rgb", "tile_rgb", "crisp_pixels",
-    "side_by_side", "unit_tiles", "tile_targets", "VIEWABLE_CHANNELS", "MAX_VIEWABLE_SIZE",
+    "side_by_side", "unit_tiles", "tile_targets", "padded_tiles", "VIEWABLE_CHANNELS", "MAX_VIEWABLE_SIZE",
     "MAX_IMAGE_ACTIVATION_BYTES", "check_viewable", "ModelFigures", "CrossedWhere", "model_figures", "cross_refusal",
     "cross_where", "compare_findings", "probe_at", "shared_scale", "probe_findings", "StepPictures", "step_pictures",
 ]

@@ -16,7 +16,7 @@ __all__ = [
     "Mosaic", "mosaic", "mosaic_columns", "where_colors", "where_mosaic", "where_legend", "where_arrows",
     "display_image", "diverging_rgb", "Tile", "difference_tile", "stage_difference", "recon_tiles", "swap_tiles",
     "panel_png", "swap_grid", "sequential_rgb", "tile_rgb", "crisp_pixels", "side_by_side", "unit_tiles",
-    "tile_targets",
+    "tile_targets", "padded_tiles",
 ]
 
 # Colours of the four corners of a pooling window (row, col): (0, 0), (0, 1), (1, 0), (1, 1) as fractions.
@@ -263,8 +263,21 @@ def panel_png(tiles: list[Tile], columns: int, scale: int = 6) -> bytes:
         draw.text((left + cell_w // 2, top + title_height // 2), tile.title, fill="black", font=font, anchor="mm")
         canvas.paste(Image.fromarray(pixels), (left + (cell_w - w * scale) // 2, top + title_height))
     buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG")
+    canvas.save(buffer, format="PNG", compress_level=1)  # a few times faster than the default 6; local bytes
     return buffer.getvalue()
+
+
+def padded_tiles(tiles: list[Tile]) -> list[Tile]:
+    """Tiles of different sizes made one size (the largest height and width) for one panel_png, each picture in the
+    top left of its cell and the rest white (NaN); signed tiles are turned into their RGB first."""
+    pictures = [tile_rgb(t) for t in tiles]  # (H_i, W_i, 3)
+    height, width = max(p.shape[0] for p in pictures), max(p.shape[1] for p in pictures)
+    out = []
+    for tile, picture in zip(tiles, pictures):
+        cell = np.full((height, width, 3), np.nan, dtype=np.float32)
+        cell[:picture.shape[0], :picture.shape[1]] = picture
+        out.append(Tile(tile.title, cell))
+    return out
 
 
 def draw_width(font: ImageFont.ImageFont, text: str) -> float:
