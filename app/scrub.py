@@ -23,11 +23,8 @@ REFRESH_S = 2.0
 
 
 def run_folder(checkpoint: Path) -> Path | None:
-    """The run directory a checkpoint sits in (its folder, when that holds config.json or snapshots/), else None.
-    A snapshot's run is two levels up."""
+    """The run directory a checkpoint sits in (its folder, when that holds config.json or snapshots/), else None."""
     folder = checkpoint.parent
-    if folder.name == rundir.SNAPSHOTS_DIR:
-        folder = folder.parent
     return folder if (folder / rundir.CONFIG_FILE).is_file() or (folder / rundir.SNAPSHOTS_DIR).is_dir() else None
 
 
@@ -47,7 +44,7 @@ def step_slider(checkpoint: Path, file_step: int, key: str, *, label: str = "Tra
     """The step slider of a run's checkpoint (nothing when it is no run's, or its run kept no snapshots and is not
     training); returns the chosen snapshot, None for the checkpoint itself."""
     run = run_folder(checkpoint)
-    if run is None or checkpoint.parent.name == rundir.SNAPSHOTS_DIR:
+    if run is None:  # (a snapshot chosen as a file is no run's checkpoint: its folder holds neither)
         return None
     training = is_training(run)
     if not training and not rundir.list_snapshots(run):

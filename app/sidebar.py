@@ -167,7 +167,8 @@ def _try_switch(source: str) -> None:
         checkpoint = load_source(source, st.session_state[DEVICE])
         check_viewable(checkpoint.model_config)
     except CheckpointError as exc:
-        st.session_state[MODEL_ERROR] = f"Could not load {source_label(source)}: {exc}. Kept {source_label(st.session_state[MODEL_LOADED])}."
+        kept = source_label(st.session_state[MODEL_LOADED])
+        st.session_state[MODEL_ERROR] = f"Could not load {source_label(source)}: {exc}. Kept {kept}."
         st.session_state[MODEL_CHOICE] = st.session_state[MODEL_LOADED]
         return
     st.session_state[MODEL_LOADED] = source

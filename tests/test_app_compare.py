@@ -34,7 +34,8 @@ def runs_root(tmp_path_factory):
     (root / "broken").mkdir()
     (root / "broken" / "last.pt").write_bytes(b"not a checkpoint")
     (root / "rgb").mkdir()
-    save_checkpoint(root / "rgb" / "best.pt", SWWAE(rgb32_config(channels=(4, 8), kernel_sizes=(3, 3), pool_sizes=(2, 2), head_width=8)))
+    rgb = rgb32_config(channels=(4, 8), kernel_sizes=(3, 3), pool_sizes=(2, 2), head_width=8)
+    save_checkpoint(root / "rgb" / "best.pt", SWWAE(rgb))
     saved = os.environ.get(RUNS_ENV)
     os.environ[RUNS_ENV] = str(root)
     yield root

@@ -34,7 +34,8 @@ def choose(page, container: str, label: str, option: str) -> None:
 
 def both_errors(page) -> tuple[str, str]:
     """(B's, A's) reconstruction MSE as the page's finding states them."""
-    text = page.locator('[data-testid="stMain"] li').filter(has_text="B's reconstruction MSE").inner_text(timeout=30_000)
+    finding = page.locator('[data-testid="stMain"] li').filter(has_text="B's reconstruction MSE")
+    text = finding.inner_text(timeout=30_000)
     match = FINDING.search(text)
     assert match, text
     return match.group(1), match.group(2)

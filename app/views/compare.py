@@ -11,9 +11,11 @@ from app.inputs import pick_image
 from app.probes import PROBE_SHIFTS, dataset_curves, fingerprint, image_curves
 from app.sidebar import (NONE_MODELS, SHIPPED_MODELS, UPLOADS, Explorer, at_chosen_step, current, find_checkpoints,
                          load_source, source_label)
-from core.analysis import (Tile, along_axis, check_viewable, compare_findings, cross_refusal, cross_where,
-                           crisp_pixels, difference_tile, display_image, padded_tiles, where_legend, model_figures, mosaic, panel_png, probe_at, probe_findings, sequential_rgb,
-                           shared_scale, where_mosaic)
+from core.analysis import (
+    Tile, along_axis, check_viewable, compare_findings, crisp_pixels, cross_refusal, cross_where, difference_tile,
+    display_image, model_figures, mosaic, padded_tiles, panel_png, probe_at, probe_findings, sequential_rgb,
+    shared_scale, where_legend, where_mosaic,
+)
 from core.model import CheckpointError
 
 MODEL_B, B_STEP = "compare_b", "compare_b_step"
@@ -102,7 +104,8 @@ def overview(a: Explorer, b: Explorer, picked, fig_a, fig_b) -> None:
     figure and one static table: cheap for the browser to redraw when the input changes)."""
     image = picked.image.numpy()
     pictures_col, table_col = st.columns([3, 2])
-    pictures_col.image(panel_png([Tile("input", display_image(image)), Tile("A: reconstruction", display_image(fig_a.recon)),
+    pictures_col.image(panel_png([Tile("input", display_image(image)),
+                                  Tile("A: reconstruction", display_image(fig_a.recon)),
                                   Tile("B: reconstruction", display_image(fig_b.recon)),
                                   difference_tile("B - A (red: B brighter)", fig_b.recon, fig_a.recon)], 4,
                                  scale=RECON_SCALE))

@@ -189,8 +189,8 @@ st.fragment(run_every=REFRESH_S if active_runs else None)(live)(
 # ---- what and where over training: the run's snapshots -------------------------------------------------------------
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def snapshot_pictures(path: str, mtime_ns: int, dataset: str, stage: int, channel: int | None, index: int,  # noqa: ARG001
-                      _images) -> StepPictures | str:
+def snapshot_pictures(path: str, mtime_ns: int, dataset: str, stage: int,  # noqa: ARG001 - mtime, dataset: keys
+                      channel: int | None, index: int, _images) -> StepPictures | str:
     """One snapshot's pictures (core.analysis.step_pictures), or why it cannot be read (one line); keyed on the file
     (path, modification time), the sample images' dataset, the stage, channel and image."""
     try:
@@ -207,7 +207,8 @@ def run_samples(run_dir: Path):
         dataset, model = config["data"]["dataset"], config["model"]
         examples = examples_of(dataset, int(model["in_channels"]), int(model["image_size"]))
     except (rundir.RunDirError, OSError, KeyError, TypeError, ValueError) as exc:
-        return f"its sample images are unavailable ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"its sample images are unavailable ({reason})"
     rows = one_per_class(examples.labels, int(config["train"].get("samples", 8)) or 8)
     return dataset, examples.images[rows], [examples.label_name(int(r)) for r in rows]
 

@@ -79,7 +79,8 @@ def cross_where(model_a: SWWAE, model_b: SWWAE, image: torch.Tensor, stages: Seq
         theirs = model_b.encode(as_batch(image, model_b))
         crossed = model_a.decode(own.with_wheres_from(theirs, stages)).recon
         own_recon = model_a.decode(own).recon
-    same = [_same_position(mine, other, model_a.config.pooling == "soft") for mine, other in zip(own.wheres, theirs.wheres)]
+    soft = model_a.config.pooling == "soft"
+    same = [_same_position(mine, other, soft) for mine, other in zip(own.wheres, theirs.wheres)]
     return CrossedWhere(list(stages), crossed[0].float().cpu().numpy(), own_recon[0].float().cpu().numpy(),
                         mse(crossed, image), mse(own_recon, image), same)
 

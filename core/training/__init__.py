@@ -23,7 +23,7 @@ __all__ = [
     "TrainConfig", "TrainResult", "MODES", "OPTIMIZERS", "SCHEDULES", "SEED_STRIDE", "EXIT_OK", "EXIT_FAILED",
     "EXIT_BAD_INPUT", "default_model_config", "check_configs", "check_labels", "DeviceInfo", "describe",
     "list_devices", "run_device", "resolve_device", "DistContext", "init_distributed", "all_reduce_sum",
-    "broadcast_buffers", "learning_rate", "snapshot_steps", "MAX_SNAPSHOTS", "build_optimizer", "restore_optimizer", "loss_term_names", "autocast",
-    "memory_format", "training_net", "train_step", "warn_no_compile", "StepWindow", "evaluate", "is_better",
-    "train", "rundir",
+    "broadcast_buffers", "learning_rate", "snapshot_steps", "MAX_SNAPSHOTS", "build_optimizer", "restore_optimizer",
+    "loss_term_names", "autocast", "memory_format", "training_net", "train_step", "warn_no_compile", "StepWindow",
+    "evaluate", "is_better", "train", "rundir",
 ]
