@@ -2,15 +2,17 @@
 reconstructions change; choose a run's checkpoint in the sidebar, move its step slider and see the Layers page
 change."""
 import re
+import subprocess
+import sys
 import time
 
 import pytest
 import torch
 
 from core.runs import RUNS_ENV
-from core.training import train
-from tests.browser_app import browser_page, requires_chromium, served_app, wait_idle
-from tests.test_train import TINY_DATA, TINY_MODEL, tiny_train
+from core.training import rundir, train
+from tests.browser_app import ROOT, browser_page, requires_chromium, served_app, wait_idle
+from tests.test_train import TINY_DATA, TINY_FLAGS, TINY_MODEL, subprocess_env, tiny_train
 
 pytestmark = requires_chromium
 FINDING = re.compile(r"B's reconstruction MSE is ([0-9.]+), [0-9.]+× A's ([0-9.]+)")
@@ -92,3 +94,34 @@ def test_moving_a_runs_step_slider_changes_the_layers_page(tmp_path, runs_root):
         page.get_by_text("at step 1 (snapshot)").first.wait_for(timeout=60_000)
         assert recon_mse(page) != before
         assert not page.locator('[data-testid="stException"]').count()
+
+
+def test_a_training_runs_new_snapshots_join_the_sidebar_slider_without_a_reload(tmp_path, runs_root):
+    run_dir = runs_root / "live"
+    process = subprocess.Popen([sys.executable, "-m", "core.train", "--dataset", "mnist5k", "--run", str(run_dir),
+                                "--epochs", "400", *TINY_FLAGS], cwd=ROOT, env=subprocess_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # 3,200 steps
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / rundir.LAST_CHECKPOINT).exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        with served_app(tmp_path / "server.log", **{RUNS_ENV: str(runs_root)}) as url, browser_page() as page:
+            page.goto(url, timeout=60_000)
+            page.locator('[data-testid="stMetric"]').first.wait_for(timeout=90_000)
+            wait_idle(page)
+            choose(page, '[data-testid="stSidebar"]', "Model", str(run_dir / "last.pt"))
+            page.evaluate("window.__same_page = true")  # gone if anything reloads the page
+            slider = page.locator('[data-testid="stSidebar"] input[type="range"]')
+            slider.wait_for(state="attached", timeout=60_000)
+            before, grown = int(slider.get_attribute("max")), None
+            deadline = time.monotonic() + 90
+            while grown is None and time.monotonic() < deadline:  # the fragment looks every 2 s; no clicks
+                page.wait_for_timeout(1000)
+                if slider.count() and int(slider.get_attribute("max")) > before:
+                    grown = int(slider.get_attribute("max"))
+            assert grown is not None, f"no snapshot joined the slider ({before + 1} options)"
+            assert page.evaluate("window.__same_page === true"), "the page was reloaded"
+            assert not page.locator('[data-testid="stException"]').count()
+    finally:
+        process.kill()
+        process.wait()
