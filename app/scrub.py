@@ -51,8 +51,8 @@ def step_slider(checkpoint: Path, file_step: int, key: str, *, label: str = "Tra
         return None
     st.session_state[f"{key}_applied"] = st.session_state.get(key)
     st.fragment(run_every=REFRESH_S if training else None)(_slider)(run, checkpoint.name, file_step, key, label)
-    chosen = st.session_state.get(key)
-    return None if chosen is None else snapshot_options(run, file_step).get(chosen)
+    chosen = st.session_state.get(key)  # a listed snapshot's step (the slider settled it), or None
+    return None if chosen is None else rundir.snapshot_path(run, chosen)
 
 
 def _slider(run: Path, name: str, file_step: int, key: str, label: str) -> None:

@@ -213,9 +213,10 @@ def run_samples(run_dir: Path):
     return dataset, examples.images[rows], [examples.label_name(int(r)) for r in rows]
 
 
-def formation(run_dir: Path, active: bool) -> None:
+def formation(run_dir: Path, active: bool, samples) -> None:
     """For each snapshot step of the run: one image's where map (a row: the switches forming) and the samples'
-    reconstructions. Refreshes while the run trains, so new snapshots join."""
+    reconstructions (`run_samples`, read once by the section). Refreshes while the run trains, so new snapshots
+    join."""
     if active != summarize(run_dir).active:
         st.rerun()  # started or ended: switch the refresh on or off
     snapshots = rundir.list_snapshots(run_dir)
@@ -223,7 +224,6 @@ def formation(run_dir: Path, active: bool) -> None:
         st.caption("No snapshots yet: they appear at steps 1, 2, 5, 10, 20, 50, ... while the run trains." if active
                    else "This run kept no snapshots (it started before they existed, or with --no-snapshots).")
         return
-    samples = run_samples(run_dir)
     if isinstance(samples, str):
         st.caption(f"{plain(run_dir.name)}: {samples}.")
         return
@@ -274,7 +274,7 @@ def formation_section() -> None:
     image_col.selectbox("Image for the where map", range(len(labels)), key=FORMATION_IMAGE,
                         format_func=lambda i: labels[i])
     active = summaries[run_name].active
-    st.fragment(run_every=REFRESH_S if active else None)(formation)(run_dir, active)
+    st.fragment(run_every=REFRESH_S if active else None)(formation)(run_dir, active, samples)
 
 
 formation_section()
