@@ -215,8 +215,8 @@ def run_samples(run_dir: Path):
 
 def formation(run_dir: Path, active: bool, samples) -> None:
     """For each snapshot step of the run: one image's where map (a row: the switches forming) and the samples'
-    reconstructions (`run_samples`, read once by the section). Refreshes while the run trains, so new snapshots
-    join."""
+    reconstructions (`run_samples`, read by the section; read again here while they are unavailable: a run that
+    has just started may not have written its config yet). Refreshes while the run trains, so new snapshots join."""
     if active != summarize(run_dir).active:
         st.rerun()  # started or ended: switch the refresh on or off
     snapshots = rundir.list_snapshots(run_dir)
@@ -224,6 +224,7 @@ def formation(run_dir: Path, active: bool, samples) -> None:
         st.caption("No snapshots yet: they appear at steps 1, 2, 5, 10, 20, 50, ... while the run trains." if active
                    else "This run kept no snapshots (it started before they existed, or with --no-snapshots).")
         return
+    samples = run_samples(run_dir) if isinstance(samples, str) else samples
     if isinstance(samples, str):
         st.caption(f"{plain(run_dir.name)}: {samples}.")
         return
