@@ -14,10 +14,15 @@ import plotly.graph_objects as go
 from core.analysis import Mosaic
 
 __all__ = ["Panel", "panel_figure", "gray_panel", "rgb_panel", "mosaic_panel", "where_panel", "signed_panel",
-           "channel_targets", "bar_figure", "static_table", "GRAY", "SIGNED"]
+           "channel_targets", "bar_figure", "tile_outline", "HIGHLIGHT", "swap_matrix_figure", "MSE_SCALE", "emphasised", "static_table", "GRAY", "SIGNED"]
 
 GRAY = [[0.0, "black"], [1.0, "white"]]
+HIGHLIGHT = "#00d5ff"  # the chosen tile or window, outlined
 SIGNED = "RdBu_r"  # blue negative, white 0, red positive
+# Errors: white at 0 darkening to deep blue (ColorBrewer Blues): lightness falls monotonically as the error grows, so
+# the best cells are the lightest and the worst the darkest.
+MSE_SCALE = [[0.0, "#f7fbff"], [0.125, "#deebf7"], [0.25, "#c6dbef"], [0.375, "#9ecae1"], [0.5, "#6baed6"],
+             [0.625, "#4292c6"], [0.75, "#2171b5"], [0.875, "#08519c"], [1.0, "#08306b"]]
 _IMAGE_HOVER = "x %{x}, y %{y}<br>%{z:.3f}<extra></extra>"
 
 
@@ -67,19 +72,12 @@ def mosaic_panel(title: str, layout: Mosaic, coloraxis: str = "coloraxis") -> Pa
                                             "<br>%{z:.3f}<extra></extra>")])
 
 
-def where_panel(title: str, colors: Mosaic, custom: np.ndarray, arrows: tuple[np.ndarray, ...] | None = None) -> Panel:
+def where_panel(title: str, colors: Mosaic, custom: np.ndarray) -> Panel:
     """Where mosaic (RGB by position in the window) with hover (channel, cell, switch offset, what value)."""
-    panel = rgb_panel(title, colors.image, custom,
-                      "channel %{customdata[0]:.0f}, cell (%{customdata[1]:.0f}, %{customdata[2]:.0f})<br>"
-                      "switch at (%{customdata[3]:.2f}, %{customdata[4]:.2f}) in the window<br>"
-                      "what %{customdata[5]:.3f}<extra></extra>")
-    if arrows is not None:
-        x, y, tip_x, tip_y = arrows
-        panel.traces.append(dict(type="scattergl", x=x, y=y, mode="lines", line=dict(color="black", width=1),
-                                 hoverinfo="skip", showlegend=False))
-        panel.traces.append(dict(type="scattergl", x=tip_x, y=tip_y, mode="markers", hoverinfo="skip",
-                                 marker=dict(color="black", size=3), showlegend=False))
-    return panel
+    return rgb_panel(title, colors.image, custom,
+                     "channel %{customdata[0]:.0f}, cell (%{customdata[1]:.0f}, %{customdata[2]:.0f})<br>"
+                     "switch at (%{customdata[3]:.2f}, %{customdata[4]:.2f}) in the window<br>"
+                     "what %{customdata[5]:.3f}<extra></extra>")
 
 
 def channel_targets(panel: Panel, targets: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Panel:
@@ -100,12 +98,21 @@ def channel_targets(panel: Panel, targets: tuple[np.ndarray, np.ndarray, np.ndar
     return Panel(panel.title, panel.traces + [trace])
 
 
+def tile_outline(layout: Mosaic, channel: int | None) -> dict | None:
+    """A rectangle around `channel`'s tile of a mosaic drawn in the first panel (None: no channel chosen)."""
+    if channel is None or not 0 <= channel < layout.channel.max() + 1:
+        return None
+    top, left = layout.origin(channel)
+    return dict(type="rect", xref="x", yref="y", x0=left - 1, x1=left + layout.tile[1], y0=top - 1,
+                y1=top + layout.tile[0], line=dict(color=HIGHLIGHT, width=3))
+
+
 def panel_figure(panels: list[Panel], columns: int, *, height: int, coloraxes: dict[str, dict] | None = None,
-                 gap: float = 0.025, clickable: bool = False) -> go.Figure:
+                 gap: float = 0.025, clickable: bool = False, outline: dict | None = None) -> go.Figure:
     """Panels on a grid, each with square pixels and its title above; shared colour axes with colour bars.
 
     `clickable`: a click selects the point under it (Plotly's clickmode 'event+select'), for st.plotly_chart's
-    on_select; zooming by dragging stays."""
+    on_select; zooming by dragging stays. `outline`: a shape (e.g. `tile_outline`) drawn over the panels."""
     rows = math.ceil(len(panels) / columns)
     title_space = 30 / height  # paper fraction kept above each row for its titles
     layout: dict = dict(height=height, margin=dict(l=8, r=8, t=8, b=8), plot_bgcolor="white",
@@ -128,13 +135,16 @@ def panel_figure(panels: list[Panel], columns: int, *, height: int, coloraxes: d
             data.append({**trace, "xaxis": f"x{suffix}", "yaxis": f"y{suffix}"})
     for name, axis in (coloraxes or {}).items():
         layout[name] = axis
+    if outline is not None:
+        layout["shapes"] = [outline]
     return go.Figure(data=data, layout=layout)
 
 
 def bar_figure(labels: list[str], series: dict[str, list[float]], *, height: int = 260, title: str = "",
-               y_title: str = "", y_range: tuple[float, float] | None = None, highlight: int | None = None
-               ) -> go.Figure:
-    """Grouped bars, one series per key; `highlight` outlines one category (e.g. the predicted class)."""
+               y_title: str = "", y_range: tuple[float, float] | None = None, highlight: int | None = None,
+               compact: bool = False) -> go.Figure:
+    """Grouped bars, one series per key; `highlight` outlines one category (e.g. the predicted class). `compact`:
+    small margins and ticks, for a one-line readout's chart."""
     data = []
     for name, values in series.items():
         bar = dict(type="bar", x=labels, y=values, name=name, hovertemplate="%{x}: %{y:.3f}<extra>" + name + "</extra>")
@@ -147,6 +157,10 @@ def bar_figure(labels: list[str], series: dict[str, list[float]], *, height: int
                   legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
     if y_range is not None:
         layout["yaxis"]["range"] = list(y_range)
+    if compact:
+        layout["margin"] = dict(l=30, r=4, t=4, b=24)
+        layout["yaxis"].update(tickvals=[0, 0.5, 1], tickfont=dict(size=10))
+        layout["xaxis"]["tickfont"] = dict(size=10)
     return go.Figure(data=data, layout=layout)
 
 
@@ -162,3 +176,52 @@ def _cell(value, fmt: str | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return fmt.format(value) if fmt is not None else str(value)
+
+
+def swap_matrix_figure(grid: np.ndarray, errors: np.ndarray, labels: list[str], *, height: int = 470) -> go.Figure:
+    """The swap matrix: the image grid (core.analysis.swap_grid: where sources along the top, what sources down the
+    left) beside a heatmap of each cell's MSE drawn on the same (K+1) x (K+1) grid, so row i of one is row i of the
+    other; labels in the header cells, the diagonal (each image's own reconstruction) outlined, MSE written in
+    every cell, on a sequential scale anchored at 0 (`MSE_SCALE`)."""
+    k = errors.shape[0]
+    tile = (grid.shape[0] + 1) / (k + 1)  # grid pixels per cell, padding included
+    padded = np.full((k + 1, k + 1), np.nan)
+    padded[1:, 1:] = errors  # (K+1, K+1): the header row and column empty, like the image grid's
+    high = float(np.nanmax(errors)) if errors.size else 1.0
+    text = [["" for _ in range(k + 1)] for _ in range(k + 1)]
+    for i in range(k):
+        for j in range(k):
+            text[i + 1][j + 1] = f"{errors[i, j]:.3f}"
+    heat = dict(type="heatmap", z=padded, coloraxis="coloraxis2", text=text, texttemplate="%{text}",
+                textfont=dict(size=10), hovertemplate="what of %{customdata}<br>MSE %{z:.4f}<extra></extra>",
+                xgap=1, ygap=1)
+    heat["customdata"] = [[f"{labels[r - 1]}, where of {labels[c - 1]}" if r and c else "" for c in range(k + 1)]
+                          for r in range(k + 1)]
+    figure = panel_figure(
+        [gray_panel("images: what of the row, where of the column", grid),
+         Panel("MSE of each cell to its row's image", [heat])], columns=2, height=height,
+        coloraxes={"coloraxis": dict(colorscale=GRAY, cmin=0, cmax=1, showscale=False),
+                   "coloraxis2": dict(colorscale=MSE_SCALE, cmin=0.0, cmax=max(high, 1e-6),
+                                      colorbar=dict(title=dict(text="MSE", side="right"), len=0.85, thickness=12))})
+    shapes, annotations = [], list(figure.layout.annotations)
+    for index in range(k):  # the diagonal outlined in both panels; labels in the heatmap's header cells
+        for suffix, scale, gap in (("", tile, tile - grid.shape[0] // (k + 1)), ("2", 1.0, 0.0)):
+            x0 = (index + 1) * scale - 0.5
+            shapes.append(dict(type="rect", xref=f"x{suffix}", yref=f"y{suffix}", x0=x0, x1=x0 + scale - gap,
+                               y0=x0, y1=x0 + scale - gap, line=dict(color=HIGHLIGHT, width=2.5)))
+        for x, y in ((index + 1, 0), (0, index + 1)):
+            annotations.append(dict(text=labels[index].replace(" ", "<br>"), x=x, y=y, xref="x2", yref="y2",
+                                    showarrow=False, font=dict(size=10)))
+    figure.update_layout(shapes=shapes, annotations=annotations)
+    return figure
+
+
+def emphasised(table: dict[str, list[str]], column: str, rows: tuple[str, ...]):
+    """A static_table's columns as a pandas Styler for st.table, the rows whose `column` is in `rows` in bold on a
+    pale yellow background (pandas is imported here, not at the module's top: only tables need it)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(table)
+    marked = frame[column].isin(rows)
+    return frame.style.apply(lambda row: ["font-weight: 700; background-color: #fff3c4" if marked[row.name] else ""
+                                          for _ in row], axis=1).hide(axis="index")

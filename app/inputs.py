@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import streamlit as st
 import torch
 
-from app.sidebar import Explorer
+from app.sidebar import Explorer, shape_text
 from core.data import ImageDecodeError, NoInkError, decode_image, decode_prepared, enlarge, preparation_for
 
 __all__ = ["Picked", "pick_image", "IMAGE_TYPES"]
@@ -175,7 +175,7 @@ def pick_image(explorer: Explorer, key: str, label: str, default_index: int = 0)
     if source != "Dataset":
         picked = _uploaded(key, channels, size, style) if source == "Upload" else _drawn(key, channels, size, style)
         if picked is not None:
-            return picked
+            return _fitting(picked, explorer)
         thing = "an item" if style == "product" else "a digit"
         waiting_for = "an image is uploaded" if source == "Upload" else f"{thing} is drawn"
         if examples is None:
@@ -186,10 +186,20 @@ def pick_image(explorer: Explorer, key: str, label: str, default_index: int = 0)
     index_key = f"{key}_index"
     if index_key not in st.session_state:
         st.session_state[index_key] = min(default_index, count - 1)
-    index_col, dice_col = st.columns([4, 1], vertical_alignment="bottom")
+    index_col, dice_col = st.columns([3, 2], vertical_alignment="bottom")
     index = index_col.number_input(f"{examples.name} index", min_value=0, max_value=count - 1, step=1, key=index_key)
     dice_col.button("Random", key=f"{key}_random", on_click=_randomize, args=(key, count),
                     help="A random dataset image")
     label_value = int(examples.labels[index])
-    return Picked(examples.images[index], f"#{index} ({examples.label_name(index)})", label_value,
-                  examples.label_name(index))
+    return _fitting(Picked(examples.images[index], f"#{index} ({examples.label_name(index)})", label_value,
+                           examples.label_name(index)), explorer)
+
+
+def _fitting(picked: Picked, explorer: Explorer) -> Picked:
+    """`picked`, when the model takes images of its shape; else the page stops, saying so in one line (every page
+    feeds the picked image to the model)."""
+    if tuple(picked.image.shape) != explorer.model.input_shape:
+        st.error(f"The input {picked.caption} is a {shape_text(picked.image.shape)} image and {explorer.label} takes "
+                 f"{shape_text(explorer.model.input_shape)}: choose another input or model.")
+        st.stop()
+    return picked

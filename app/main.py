@@ -6,6 +6,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `streamlit run` puts app/ on the path, not the repository root
     sys.path.insert(0, str(ROOT))
 
+import app.preload  # noqa: E402, F401 - first: what Streamlit and Plotly import lazily, whole before any session uses it
 import os  # noqa: E402
 
 import streamlit as st  # noqa: E402

@@ -13,8 +13,11 @@ Every page reads `current()`; nothing else loads checkpoints. How a model gets c
 - `request_model(path)`, from any page or callback, asks for a checkpoint to be loaded on the next run (e.g.
   the Runs page's "Open in explorer": ``request_model(run_dir / "best.pt"); st.switch_page(LAYERS_PAGE)``).
 
-Loading goes through `core.model.load_checkpoint`, cached with `st.cache_resource` under the real input:
-(path, modification time, size, device) for files, (sha256 of the bytes, device) for uploads.
+Loading goes through `core.model.load_checkpoint`, cached with `st.cache_resource` under the model's *identity*
+(`load_identified`): for a file its resolved path, size, inode, modification and change times, for an upload the
+sha256 of its bytes; and the device. `Explorer.identity` carries it to the pages: every cache of a model's results
+is keyed on it, never on the source's name or step, so a checkpoint rewritten in place with other weights (a run
+retrained under the same name, an export written twice to one path) is never shown with the old one's results.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ __all__ = [
     "ROOT", "DEFAULT_CHECKPOINT", "Explorer", "Examples", "render", "current", "request_model",
     "find_checkpoints", "load_source", "MODEL_CHOICE", "MODEL_REQUEST", "MODEL_LOADED", "MODEL_ERROR",
     "UPLOADS", "DEVICE", "DATASET", "EXPLORER", "SNAPSHOT_STEP", "NONE_MODELS", "SHIPPED_MODELS", "source_label",
-    "source_of", "path_of", "at_chosen_step", "examples_of",
+    "source_of", "path_of", "at_chosen_step", "examples_of", "load_identified", "file_identity", "shape_text",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +85,7 @@ class Explorer:
     checkpoint: Checkpoint
     device: str
     examples: Examples | None  # None when the dataset cannot be loaded
+    identity: str  # which model this is (load_identified): the key of every cache of its results
 
     @property
     def model(self):
@@ -94,7 +98,7 @@ class Explorer:
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading checkpoint...")
-def _load_file(path: str, mtime_ns: int, size: int, device: str) -> Checkpoint:  # noqa: ARG001 - cache key
+def _load_file(path: str, identity: str, device: str) -> Checkpoint:  # noqa: ARG001 - identity: cache key
     return load_checkpoint(path, map_location=device)
 
 
@@ -121,19 +125,34 @@ def _resolve(source: str) -> Path:
     return path if path.is_absolute() else ROOT / path
 
 
-def load_source(source: str, device: str) -> Checkpoint:
-    """The checkpoint of a MODEL_CHOICE value (cached); raises CheckpointError with a one-line reason."""
+def file_identity(path: Path) -> str:
+    """A file's identity for caches: its resolved path, size, inode, modification and change times (OSError when it
+    is gone). Writing other bytes into it, or renaming another file onto it, changes it, even at the same size and
+    with its old modification time put back (`cp -p`, `rsync -t`): the change time cannot be set."""
+    stat = path.stat()
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_ino}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
+
+
+def load_identified(source: str, device: str) -> tuple[Checkpoint, str]:
+    """The checkpoint of a MODEL_CHOICE value (cached) and its identity on `device` (see the module's docstring);
+    raises CheckpointError with a one-line reason."""
     if source.startswith(UPLOAD_PREFIX):
         data = st.session_state.get(UPLOADS, {}).get(source)
         if data is None:
             raise CheckpointError("the uploaded checkpoint is no longer in this session; upload it again")
-        return _load_bytes(hashlib.sha256(data).hexdigest(), device, data)
+        sha256 = hashlib.sha256(data).hexdigest()
+        return _load_bytes(sha256, device, data), f"sha256:{sha256}@{device}"
     path = _resolve(source)
     try:
-        stat = path.stat()
+        identity = f"{file_identity(path)}@{device}"
     except OSError:
         raise CheckpointError(f"{source}: no such file") from None
-    return _load_file(str(path), stat.st_mtime_ns, stat.st_size, device)
+    return _load_file(str(path), identity, device), identity
+
+
+def load_source(source: str, device: str) -> Checkpoint:
+    """The checkpoint of a MODEL_CHOICE value (cached); raises CheckpointError with a one-line reason."""
+    return load_identified(source, device)[0]
 
 
 def find_checkpoints() -> list[str]:
@@ -248,7 +267,7 @@ def render() -> Explorer | None:
 def _build_explorer() -> Explorer | None:
     source, device = st.session_state[MODEL_CHOICE], st.session_state[DEVICE]
     try:
-        checkpoint = load_source(source, device)
+        checkpoint, identity = load_identified(source, device)
         check_viewable(checkpoint.model_config)
     except CheckpointError as exc:  # the loaded model's file vanished or changed into something bad
         st.error(f"Could not load {source_label(source)}: {exc}")
@@ -260,28 +279,42 @@ def _build_explorer() -> Explorer | None:
     cfg = checkpoint.model_config
     try:
         examples = examples_of(st.session_state[DATASET], cfg.in_channels, cfg.image_size)
+        if tuple(examples.images.shape[1:]) != checkpoint.model.input_shape:
+            raise ValueError(f"they are {shape_text(examples.images.shape[1:])} images, the model takes "
+                             f"{shape_text(checkpoint.model.input_shape)}")
     except (ValueError, OSError) as exc:  # DatasetUnavailable is a ValueError
         st.warning(f"Examples unavailable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
         examples = None
-    return Explorer(source, source_label(source), checkpoint, device, examples)
+    return Explorer(source, source_label(source), checkpoint, device, examples, identity)
+
+
+def shape_text(shape) -> str:
+    """An input shape (C, H, W) as it reads on a page: 1x28x28."""
+    return "x".join(str(int(side)) for side in shape)
 
 
 def at_chosen_step(explorer: Explorer, key: str, label: str = "Training step") -> Explorer:
     """The Explorer of the snapshot chosen on the step slider of `explorer`'s run (app.scrub), drawn here; the
-    Explorer itself when its file is no run's, or the checkpoint itself is chosen, or the snapshot cannot load."""
+    Explorer itself when its file is no run's, or the checkpoint itself is chosen, or the snapshot cannot load, or
+    it takes other inputs than the checkpoint (the examples and every picked input are made for the checkpoint)."""
     path = path_of(explorer.source)
     snapshot = step_slider(path, explorer.checkpoint.step, key, label=label) if path is not None else None
     if snapshot is None:
         return explorer
     source = source_of(snapshot)
     try:
-        checkpoint = load_source(source, explorer.device)
+        checkpoint, identity = load_identified(source, explorer.device)
         check_viewable(checkpoint.model_config)
     except CheckpointError as exc:
         st.error(f"Could not load the snapshot: {exc}. Showing {explorer.label}.")
         return explorer
+    if checkpoint.model.input_shape != explorer.model.input_shape:  # not this run's model: a file copied in
+        st.error(f"Cannot show the snapshot of step {checkpoint.step:,}: it takes "
+                 f"{shape_text(checkpoint.model.input_shape)} images, {explorer.label} and its examples "
+                 f"{shape_text(explorer.model.input_shape)}. Showing {explorer.label}.")
+        return explorer
     return Explorer(source, f"{explorer.label} at step {checkpoint.step:,} (snapshot)", checkpoint, explorer.device,
-                    explorer.examples)
+                    explorer.examples, identity)
 
 
 def current() -> Explorer:

@@ -190,6 +190,13 @@ def free_port() -> int:
 def streamlit_server(script: Path, log: Path):
     """`streamlit run script` on a free localhost port; yields its URL; the server (and its children) is killed
     on the way out, whatever happened."""
+    with streamlit_process(script, log) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def streamlit_process(script: Path, log: Path):
+    """As streamlit_server, yielding (URL, the server's subprocess.Popen) (bench.load reads its memory)."""
     import signal
     import subprocess
     import sys
@@ -218,7 +225,7 @@ def streamlit_server(script: Path, log: Path):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"streamlit run {script.name} did not answer at {url} within {LOAD_TIMEOUT_S} s")
             time.sleep(0.3)
-        yield url
+        yield url, process
     finally:
         for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
             if process.poll() is not None:

@@ -77,12 +77,20 @@ def wait_idle(page) -> None:
 
 
 @contextlib.contextmanager
-def browser_page(width: int = 1400, height: int = 1100):
-    """A page in headless Debian Chromium (Playwright's sync API; the test skips without the package)."""
+def chromium(extra_args: tuple[str, ...] = ()):
+    """Headless Debian Chromium (Playwright's sync API; the test skips without the package)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args],
+                                             headless=True)
         try:
-            yield browser.new_page(viewport={"width": width, "height": height})
+            yield browser
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def browser_page(width: int = 1400, height: int = 1100):
+    """A page in headless Debian Chromium (Playwright's sync API; the test skips without the package)."""
+    with chromium() as browser:
+        yield browser.new_page(viewport={"width": width, "height": height})

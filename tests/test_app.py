@@ -49,13 +49,14 @@ def test_layers_page_widgets():
     at = open_page("layers")
     stages = len(digits_config().channels)
     assert len(at.tabs) == stages
-    assert len(charts(at)) == 2  # probabilities and the open stage's maps (the other pictures are PNGs)
-    assert [m.label for m in at.metric][:4] == ["Predicted", "Confidence", "Recon MSE", "Recon PSNR"]
-    assert sum(m.label.startswith("L2M") for m in at.metric) == 1  # the open stage (1) has a decoder hidden
+    # probabilities, the open stage's what mosaic and the pooling lens (the other pictures are PNGs)
+    assert [c.key for c in charts(at)] == ["layers_probs", "layers_maps_0", "layers_lens"]
+    readout = next(m.value for m in at.markdown if m.value.startswith("Predicted"))
+    assert "reconstruction MSE" in readout and "label" in readout
     at.number_input(key="layers_index").set_value(7).run()
     ok(at)
     assert at.number_input(key="layers_index").value == 7
-    at.toggle(key="layers_arrows").set_value(True).run()
+    at.toggle(key="layers_fade").set_value(False).run()
     ok(at)
     at.toggle(key="layers_fade").set_value(False).run()
     ok(at)
@@ -74,9 +75,11 @@ def test_swap_page_widgets():
     assert [c.key for c in at.checkbox] == [f"swap_where_{s}" for s in range(stages)]
     assert len(at.get("download_button")) == 1
     table = at.table[0].value
-    assert list(table["image"]) == ["recon(A)", "recon(B)", "what A + where B", "what B + where A",
-                                    "where ignored (A)", "where ignored (B)", "'none' model recon(A)",
-                                    "'none' model recon(B)"]  # the where ablation's none model ships
+    assert list(table["image"]) == ["A reconstructed", "B reconstructed", "A's content, B's switches",
+                                    "B's content, A's switches", "A, switches ignored", "B, switches ignored",
+                                    "A by the 'none' model", "B by the 'none' model"]  # the none model ships
+    findings = [m.value for m in at.markdown if "closer to" in m.value]
+    assert findings and "A's content with B's switches lies" in findings[0]
     assert (table["MSE to A"].astype(float) >= 0).all() and len(table.columns) == 5
     panel_before = str(images(at)[0].proto)
     at.checkbox(key="swap_where_0").uncheck().run()
@@ -87,7 +90,7 @@ def test_swap_page_widgets():
     open_section(at, "Swap matrix")
     at.multiselect(key="swap_matrix_images").set_value([0, 1, 2, 3, 4, 5, 6, 7]).run()
     ok(at)
-    assert "what (rows) x where (columns)" in charts(at)[0].proto.spec
+    assert "images: what of the row, where of the column" in charts(at)[0].proto.spec
     for stage in range(stages):
         at.checkbox(key=f"swap_where_{stage}").uncheck()
     at.run()
@@ -96,6 +99,7 @@ def test_swap_page_widgets():
 
 def test_swap_page_where_morph():
     at = open_page("swap")
+    open_section(at, "Where morph")
     curve = at.get("plotly_chart")[0].proto.spec
     assert '"MSE to A"' in curve and '"MSE to B"' in curve
     morph_before = str(images(at)[1].proto)
@@ -281,7 +285,7 @@ def test_every_page_runs_on_the_soft_and_none_ablation_models(mode):
     at.selectbox(key=sidebar.MODEL_CHOICE).set_value(source).run()
     ok(at)
     assert at.session_state[sidebar.MODEL_LOADED] == source
-    at.toggle(key="layers_arrows").set_value(True).run()
+    at.toggle(key="layers_fade").set_value(False).run()
     ok(at)
     for page in ("swap", "attribution"):
         at.switch_page(f"views/{page}.py").run()

@@ -4,6 +4,7 @@ core.analysis directly) compute for each model alone."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import pytest
@@ -19,7 +20,7 @@ from core.training import rundir, train
 from tests.test_app import APP, TIMEOUT, ok
 from tests.test_train import TINY_DATA, TINY_MODEL, tiny_train
 
-HARD, NONE = "checkpoints/ablation_hard.pt", "checkpoints/ablation_none.pt"
+HARD, NONE, SOFT = "checkpoints/ablation_hard.pt", "checkpoints/ablation_none.pt", "checkpoints/ablation_soft.pt"
 
 
 @pytest.fixture(scope="module")
@@ -66,21 +67,35 @@ def probe_table(at: AppTest) -> dict[str, list[str]]:
     return {name: list(table[name]) for name in table.columns}
 
 
+def differences_line(at: AppTest) -> str:
+    """The one line saying what A and B differ in."""
+    return next(m.value for m in at.markdown if m.value.startswith("A and B "))
+
+
 def findings(at: AppTest) -> str:
     return "\n".join(m.value for m in at.markdown if m.value.startswith("- "))
 
 
-def layers_recon_mse(model: str, index: int) -> float:
+def layers_mse(at: AppTest) -> str:
+    """The reconstruction MSE the Layers page states (its overview line, or a metric where it has one)."""
+    metrics = [m.value for m in at.metric if m.label == "Recon MSE"]
+    lines = [found.group(1) for m in at.markdown if (found := re.search(r"reconstruction MSE ([0-9.]+)", m.value))]
+    return (metrics or lines)[0]
+
+
+def layers_recon_mse(model: str, index: int) -> str:
     at = open_page("layers", model)
     at.number_input(key="layers_index").set_value(index).run()
     ok(at)
-    return next(m.value for m in at.metric if m.label == "Recon MSE")
+    return layers_mse(at)
 
 
 def test_compare_opens_on_the_where_ablation_and_matches_the_layers_page(runs_root):
     at = open_page("compare")
     assert at.title[0].value == "Compare"
     assert at.selectbox(key="compare_b").value == NONE  # the shipped model's where ablation, trained without where
+    assert differences_line(at) == ("A and B differ in pooling (hard vs none), width (32/64/128 vs 16/32/64) and "
+                                    "supervision (labels vs none): the differences below mix them.")
     at.number_input(key="compare_index").set_value(7).run()
     ok(at)
     rows = metrics_rows(at)
@@ -119,6 +134,35 @@ def test_the_probe_table_equals_the_swap_pages_for_each_model(runs_root):
     at.radio(key="compare_probe_set").set_value("this input (chance: another dataset image)").run()
     ok(at)
     assert probe_table(at) != shifted
+
+
+def test_the_where_ablation_opens_on_its_other_end_and_follows_a(runs_root):
+    at = open_page("compare", HARD)
+    assert at.selectbox(key="compare_b").value == NONE
+    assert differences_line(at) == "A and B differ in one thing: pooling (hard vs none)."
+    at.selectbox(key=sidebar.MODEL_CHOICE).set_value(NONE).run()  # a new A: B is chosen again for it
+    ok(at)
+    assert at.selectbox(key="compare_b").value == HARD
+    assert differences_line(at) == "A and B differ in one thing: pooling (none vs hard)."
+    at.selectbox(key=sidebar.MODEL_CHOICE).set_value(SOFT).run()
+    ok(at)
+    assert at.selectbox(key="compare_b").value == HARD
+    at.selectbox(key="compare_b").set_value(NONE).run()  # picked by hand: it stays when A changes
+    at.selectbox(key=sidebar.MODEL_CHOICE).set_value(HARD).run()
+    ok(at)
+    assert at.selectbox(key="compare_b").value == NONE
+
+
+def test_a_runs_checkpoint_opens_on_its_earlier_snapshot(runs_root):
+    last = sidebar.source_of(runs_root / "tiny" / "last.pt")
+    at = open_page("compare", last)
+    assert at.selectbox(key="compare_b").value == last
+    assert at.select_slider(key="compare_b_step_widget").value == 10  # the middle of the snapshots 1 ... 50
+    assert any(f"**B**: {last} at step 10, an earlier snapshot of A's run" in c.value for c in at.caption)
+    assert differences_line(at) == "A and B differ in one thing: training step (100 vs 10)."
+    image = load_examples("mnist5k", channels=1, image_size=28).images[0]
+    snapshot = load_checkpoint(rundir.snapshot_path(runs_root / "tiny", 10)).model
+    assert metrics_rows(at)["B"]["recon MSE"] == f"{mse(layer_views(snapshot, image)[2].recon, image):.4f}"
 
 
 def test_same_architecture_crosses_b_where_into_a_decoder(runs_root):
@@ -171,17 +215,17 @@ def test_sidebar_step_slider_changes_what_layers_shows(runs_root):
     slider = at.select_slider(key=f"{sidebar.SNAPSHOT_STEP}_widget")
     assert slider.value == 96  # best.pt: the last epoch end, between the snapshots of 50 and 100
     assert list(slider.options)[-3:] == ["50", "96 (best.pt)", "100"]
-    before = next(m.value for m in at.metric if m.label == "Recon MSE")
+    before = layers_mse(at)
     slider.set_value(5).run()
     ok(at)
-    assert "at step 5 (snapshot)" in at.caption[0].value
-    after = next(m.value for m in at.metric if m.label == "Recon MSE")
+    assert at.session_state[sidebar.SNAPSHOT_STEP] == 5
+    after = layers_mse(at)
     image = load_examples("mnist5k", channels=1, image_size=28).images[0]
     model = load_checkpoint(rundir.snapshot_path(runs_root / "tiny", 5)).model
     assert after == f"{mse(layer_views(model, image)[2].recon, image):.4f}" != before
     at.switch_page("views/swap.py").run()  # the step holds on every page
     ok(at)
-    assert "at step 5 (snapshot)" in at.caption[0].value
+    assert any("at step 5 (snapshot)" in c.value for c in at.caption)
     at.selectbox(key=sidebar.MODEL_CHOICE).set_value(sidebar.DEFAULT_CHECKPOINT).run()
     ok(at)
     assert at.session_state[sidebar.SNAPSHOT_STEP] is None  # another model starts at its own file
@@ -206,11 +250,13 @@ def test_an_unreadable_snapshot_is_one_line_and_the_checkpoint_stays(runs_root):
     shutil.copytree(runs_root / "tiny", run, ignore=shutil.ignore_patterns("lock"))
     rundir.snapshot_path(run, 5).write_bytes(b"truncated")
     at = open_page("layers", sidebar.source_of(run / "last.pt"))
+    checkpoint_mse = layers_mse(at)
     at.select_slider(key=f"{sidebar.SNAPSHOT_STEP}_widget").set_value(5).run()
     assert not at.exception
     assert len(at.error) == 1 and at.error[0].value.startswith("Could not load the snapshot")
     assert "\n" not in at.error[0].value
-    assert "(snapshot)" not in at.caption[0].value  # the checkpoint itself is shown
+    assert layers_mse(at) == checkpoint_mse  # the checkpoint itself is shown
+    assert not any("(snapshot)" in c.value for c in at.caption)
     at.switch_page("views/runs.py").run()
     at.selectbox(key="runs_formation_run").set_value("tiny-corrupt").run()
     assert not at.exception
@@ -224,5 +270,6 @@ def test_compare_draws_the_chosen_stage_tab(runs_root):
     at.run()
     ok(at)
     assert [str(image.proto) for image in at.get("image")] != first
-    captions = " ".join(c for image in at.get("image") for c in image.captions)
-    assert "where key" in captions
+    key = next(c.value for c in at.caption if c.value.startswith("Where key."))  # beside the where key picture
+    assert "Grey: a tie, a window whose largest value occurs more than once" in key
+    assert "B (none): its decoder ignores the switches" in key

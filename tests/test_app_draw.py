@@ -52,7 +52,8 @@ def photo_of_a_one() -> bytes:
 
 
 def predicted(at: AppTest) -> str:
-    return next(m.value for m in at.metric if m.label == "Predicted")
+    readout = next(m.value for m in at.markdown if m.value.startswith("Predicted **"))
+    return readout.split("**")[1]
 
 
 def captions(at: AppTest) -> list[str]:

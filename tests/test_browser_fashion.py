@@ -20,8 +20,8 @@ def boot_photo(path) -> None:
 
 
 def predicted(page) -> str:
-    metric = page.locator('[data-testid="stMetric"]').filter(has_text="Predicted")
-    return metric.locator('[data-testid="stMetricValue"]').inner_text(timeout=30_000).strip()
+    readout = page.locator('[data-testid="stMarkdownContainer"] p').filter(has_text="Predicted").first
+    return readout.locator("strong").first.inner_text(timeout=30_000).strip()
 
 
 def test_an_uploaded_clothing_photo_is_named_by_the_fashion_model(tmp_path):

@@ -35,6 +35,10 @@ def unit_header(page) -> str:
     return page.get_by_role("heading", name="Unit view").inner_text()
 
 
+def lens_header(page) -> str:
+    return page.get_by_role("heading", name="Pooling lens").inner_text()
+
+
 def click_tile(page, key: str, channel: int) -> None:
     page.evaluate("key => document.querySelector(`.st-key-${key}`).scrollIntoView({block: 'center'})", key)
     page.wait_for_timeout(300)
@@ -71,9 +75,52 @@ def test_clicking_a_what_map_opens_its_unit(app_url, tmp_path):
         page.wait_for_timeout(1000)
         click_tile(page, "layers_maps_1", 40)
         assert wait_for_header(page, "stage 2, channel 40"), unit_header(page)
-        # overview, pre-pool, where, where key, decoder hidden (PNGs); the unit's 6 pictures; its top 9
-        assert page.locator('[data-testid="stImage"] img').count() == 5 + 6 + 9
+        # overview, where, where key (PNGs); the unit's 3 pictures; its top 9; the detail expander's 3 pre-pool
+        # and 2 decoder-hidden panels
+        assert page.locator('[data-testid="stImage"] img').count() == 3 + 3 + 9 + 5
         assert not page.locator('[data-testid="stException"]').count()
         page.screenshot(path=str(tmp_path / "layers_unit.png"), full_page=True)
     if os.environ.get("SWWAE_SCREENSHOT_DIR"):  # keep a copy for a human to look at
         shutil.copy(tmp_path / "layers_unit.png", Path(os.environ["SWWAE_SCREENSHOT_DIR"]) / "layers_unit.png")
+
+
+# Page coordinates of window (row, col) in panel `panel` (0: pre-pool, 1: what, 2: unpooled) of the lens.
+WINDOW_JS = """([key, panel, row, col]) => {
+  const plot = document.querySelector(`.st-key-${key} .js-plotly-plot`);
+  const targets = plot._fullData.filter(trace => trace.type === 'scatter' && trace.mode === 'markers'
+                                        && trace.customdata && trace.customdata[0].length === 2)[panel];
+  const xaxis = plot._fullLayout[targets.xaxis.replace('x', 'xaxis')];
+  const yaxis = plot._fullLayout[targets.yaxis.replace('y', 'yaxis')];
+  const box = plot.querySelector('.main-svg').getBoundingClientRect();
+  const i = Array.from(targets.customdata).findIndex(d => d[0] === row && d[1] === col);
+  return {x: box.left + xaxis._offset + xaxis.d2p(targets.x[i]), y: box.top + yaxis._offset + yaxis.d2p(targets.y[i])};
+}"""
+OUTLINES_JS = """key => (document.querySelector(`.st-key-${key} .js-plotly-plot`)._fullLayout.shapes || [])
+  .filter(s => s.type === 'rect').map(s => [s.xref, s.x0, s.y0])"""
+
+
+def test_the_lens_follows_a_tile_click_and_links_a_clicked_window(app_url, tmp_path):
+    """Click a what tile: the lens shows that channel. Click a window in the *what* panel: it is outlined in all
+    three panels, at the same window, and its readout appears."""
+    with browser_page(1280, 800) as page:
+        page.goto(app_url, timeout=60_000)
+        page.locator(".st-key-layers_lens .js-plotly-plot").wait_for(timeout=120_000)
+        page.wait_for_timeout(1000)
+        assert "stage 1, channel 0" in lens_header(page)
+        click_tile(page, "layers_maps_0", 5)
+        deadline = time.monotonic() + 60
+        while "channel 5" not in lens_header(page) and time.monotonic() < deadline:
+            page.wait_for_timeout(200)
+        assert "stage 1, channel 5" in lens_header(page)
+        page.evaluate("document.querySelector('.st-key-layers_lens').scrollIntoView({block: 'center'})")
+        page.wait_for_timeout(1500)
+        assert page.evaluate(OUTLINES_JS, "layers_lens") == []
+        point = page.evaluate(WINDOW_JS, ["layers_lens", 1, 6, 7])  # window (6, 7) in the what panel
+        page.mouse.move(point["x"], point["y"])
+        page.wait_for_timeout(200)
+        page.mouse.click(point["x"], point["y"])
+        page.get_by_text("Window (6, 7) covers pixels 12–13 × 14–15").wait_for(timeout=60_000)
+        page.wait_for_timeout(1000)
+        outlines = page.evaluate(OUTLINES_JS, "layers_lens")
+        assert sorted(outlines) == [["x", 13.5, 11.5], ["x2", 13.5, 11.5], ["x3", 13.5, 11.5]]
+        assert not page.locator('[data-testid="stException"]').count()

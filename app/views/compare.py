@@ -1,7 +1,14 @@
 """Compare: the sidebar's model (A) and any other checkpoint or snapshot (B) on one input, side by side: per stage
 what, where and decoder hidden, both reconstructions and predictions, the shift probe of each, and (same
-architecture) A's what decoded with B's where. Every figure comes from the functions Layers and Swap use."""
+architecture) A's what decoded with B's where. Every figure comes from the functions Layers and Swap use.
+
+Model B opens on one that differs from A in one thing wherever there is one (core.analysis.default_partner: the where
+ablation's hard <-> none <-> soft, a run's checkpoint <-> its earlier snapshot), chosen again when A's file changes
+until B is picked by hand; the page says in one line what A and B differ in, and which differences a comparison mixes.
+"""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -9,70 +16,144 @@ import streamlit as st
 from app import figures
 from app.inputs import pick_image
 from app.probes import PROBE_SHIFTS, dataset_curves, fingerprint, image_curves
-from app.sidebar import (NONE_MODELS, SHIPPED_MODELS, UPLOADS, Explorer, at_chosen_step, current, find_checkpoints,
-                         load_source, source_label)
+from app.scrub import run_folder, snapshot_options
+from app.sidebar import (MODEL_CHOICE, NONE_MODELS, SHIPPED_MODELS, UPLOADS, Explorer, at_chosen_step, current,
+                         file_identity, find_checkpoints, load_identified, path_of, source_label)
 from core.analysis import (
-    Tile, along_axis, check_viewable, compare_findings, crisp_pixels, cross_refusal, cross_where, difference_tile,
-    display_image, model_figures, mosaic, padded_tiles, panel_png, probe_at, probe_findings, sequential_rgb,
-    shared_scale, where_legend, where_mosaic,
+    ModelTraits, Tile, along_axis, check_viewable, compare_findings, cross_refusal, cross_where, default_partner,
+    difference_tile, differences_sentence, display_image, model_differences, model_figures, model_traits, mosaic,
+    padded_tiles, panel_png, probe_at, probe_findings, sequential_rgb, shared_scale, tie_share, where_key_png,
+    where_mosaic,
 )
-from core.model import CheckpointError
+from core.model import CheckpointError, load_checkpoint
 
 MODEL_B, B_STEP = "compare_b", "compare_b_step"
+B_DEFAULT_FOR = "compare_b_default_for"  # A's file the default B was chosen for; "" once B is picked by hand
 STAGE_TAB, CROSS_STAGES = "compare_stage_tab", "compare_cross_{}"
 PROBE_SET, PROBE_SHIFT, PROBE_AXIS = "compare_probe_set", "compare_probe_shift", "compare_probe_axis"
 PROBE_SETS = {"50 dataset images": 50, "this input (chance: another dataset image)": 1}  # the first: computed
 # once per model, so a new input costs nothing here
 AXES = {"right (x)": "x", "down (y)": "y"}
-TILE_WIDTH = 200  # px a mosaic is drawn at
+TILE_WIDTH = 250  # px a mosaic is drawn at: three side by side fill the page's main column
 RECON_SCALE = 5
 
 
-def default_b(explorer: Explorer, sources: list[str]) -> str:
-    """The where ablation's `none` model of A's dataset, else that dataset's shipped model, else another file."""
-    dataset = explorer.checkpoint.dataset or "mnist5k"
-    candidates = [NONE_MODELS.get(dataset), SHIPPED_MODELS.get(dataset), *sources]
-    return next((s for s in candidates if s in sources and s != explorer.source), sources[0])
+@st.cache_data(max_entries=128, show_spinner=False)
+def _file_traits(path: str, identity: str, run: str | None) -> ModelTraits | None:  # noqa: ARG001 - identity: key
+    """What a checkpoint file is (core.analysis.model_traits), None when it cannot load; read once per version of the
+    file (`identity`: sidebar.file_identity), without touching the explorer's model cache."""
+    try:
+        return model_traits(load_checkpoint(path), run=run)
+    except (CheckpointError, OSError):
+        return None
 
 
-def _reset_b_step() -> None:
+def _run_of(source: str) -> str | None:
+    path = path_of(source)
+    run = run_folder(path) if path is not None else None
+    return None if run is None else str(run)
+
+
+def _traits_of(source: str) -> ModelTraits | None:
+    path = path_of(source)
+    try:
+        return None if path is None else _file_traits(str(path), file_identity(path), _run_of(source))
+    except OSError:  # gone since it was listed
+        return None
+
+
+def default_b(explorer: Explorer, a_file: str, sources: list[str]) -> tuple[str, int | None]:
+    """Model B's source and snapshot step (None: the file itself) to open on for A (`explorer`, a chosen step of
+    `a_file`): core.analysis.default_partner over the shipped checkpoints and A's run's files and snapshots, with the
+    where ablation's `none` model, then the shipped model, of A's dataset as the fallbacks."""
+    a_run = _run_of(a_file)
+    a = model_traits(explorer.checkpoint, run=a_run)
+    nearby = [s for s in sources if s.startswith("checkpoints/") or (a_run is not None and _run_of(s) == a_run)]
+    candidates = {s: traits for s in nearby if (traits := _traits_of(s)) is not None}
+    snapshots = {}
+    if a_run is not None and (a_file_traits := _traits_of(a_file)) is not None:
+        options, _ = snapshot_options(Path(a_run), a_file_traits.step)
+        snapshots = {step: path for step, path in options.items() if path is not None}
+
+    def shows(step: int) -> bool:  # the snapshot loads and takes A's inputs (else the page would refuse it)
+        path = snapshots[step]
+        try:
+            traits = _file_traits(str(path), file_identity(path), a_run)
+        except OSError:
+            return False
+        return traits is not None and (traits.config.in_channels, traits.config.image_size) == (
+            a.config.in_channels, a.config.image_size)
+
+    partner = default_partner(a, candidates, a_file=a_file if snapshots else None, snapshot_steps=list(snapshots),
+                              shows=shows, fallbacks=[NONE_MODELS.get(a.dataset), SHIPPED_MODELS.get(a.dataset)])
+    if partner is not None:
+        return partner.source, partner.step
+    return next((s for s in sources if s != a_file), sources[0]), None
+
+
+def _picked_by_hand() -> None:
     st.session_state[B_STEP] = None
+    st.session_state[B_DEFAULT_FOR] = ""
 
 
 def pick_model_b(explorer: Explorer) -> Explorer:
     """Model B's selectbox (and its run's step slider); stops the page, saying why in one line, when it cannot
     load or cannot be explored here."""
     sources = list(dict.fromkeys([*find_checkpoints(), *st.session_state.get(UPLOADS, {})]))
-    if st.session_state.get(MODEL_B) not in sources:
-        st.session_state[MODEL_B] = default_b(explorer, sources)
-    st.selectbox("Model B", sources, key=MODEL_B, format_func=source_label, on_change=_reset_b_step,
+    a_file = st.session_state.get(MODEL_CHOICE, explorer.source)  # A's file (explorer: its chosen step's model)
+    if st.session_state.get(MODEL_B) not in sources or st.session_state.get(B_DEFAULT_FOR) not in ("", a_file):
+        st.session_state[MODEL_B], st.session_state[B_STEP] = default_b(explorer, a_file, sources)
+        st.session_state[B_DEFAULT_FOR] = a_file
+    st.selectbox("Model B", sources, key=MODEL_B, format_func=source_label, on_change=_picked_by_hand,
                  help="Any checkpoint under checkpoints/ or runs/*/, or one uploaded in the sidebar; a run's "
                       "checkpoint gets a step slider over its snapshots.")
     source = st.session_state[MODEL_B]
     try:
-        checkpoint = load_source(source, explorer.device)
+        checkpoint, identity = load_identified(source, explorer.device)
         check_viewable(checkpoint.model_config)
     except CheckpointError as exc:
         st.error(f"Could not load {source_label(source)} as model B: {exc}")
         st.stop()
-    b = Explorer(source, source_label(source), checkpoint, explorer.device, explorer.examples)
+    b = Explorer(source, source_label(source), checkpoint, explorer.device, explorer.examples, identity)
     return at_chosen_step(b, B_STEP, "Model B's training step")
 
 
 def stage_tiles(view, high_what: float | None, name: str) -> list[Tile]:
-    """One model's stage: what, where (coloured by window position) and decoder hidden (a blank tile at the top
-    stage), what and hidden on one colour scale (`high_what`, shared with the other model when the shapes match)."""
+    """One model's stage: what, where (coloured by the switch's cell in its window, ties grey, faded as the what goes
+    to 0) and decoder hidden (a blank tile at the top stage), what and hidden on one colour scale (`high_what`, shared
+    with the other model when the shapes match)."""
     what = mosaic(view.what)
     high = high_what if high_what is not None else max(float(np.nanmax(what.image)), 1e-6)
-    colors, _ = where_mosaic(view.where_offset, view.what, view.pool_size, fade=True)
+    colors, _ = where_mosaic(view.where_offset, view.what, view.pool_size, fade=True, tied=view.tied)
     hidden = (Tile(f"{name}: decoder hidden", sequential_rgb(mosaic(view.hidden).image, 0.0, high))
               if view.hidden is not None else Tile("", np.full_like(colors.image, np.nan)))
     return [Tile(f"{name}: what (0 to {high:.2g})", sequential_rgb(what.image, 0.0, high)),
-            Tile(f"{name}: where", colors.image), hidden]
+            Tile(f"{name}: where ({tie_share(view.tied):.0%} of windows tie)", colors.image), hidden]
 
 
-def stage_section(fig_a, fig_b) -> None:
-    """A tab per stage (only the open one drawn): A's row over B's."""
+def stage_shapes(view, name: str) -> str:
+    """'A: 32 maps of 14×14, pooled 2×2 from 28×28'."""
+    count, h, w = view.what.shape
+    return (f"{name}: {count} maps of {h}×{w}, pooled {view.pool_size}×{view.pool_size} from "
+            f"{view.pre_pool.shape[1]}×{view.pre_pool.shape[2]}")
+
+
+def where_key(views: list, poolings: list[str]) -> None:
+    """The where key beside the stage's pictures, and the tie rule in one line (with what each model's pooling kind
+    does to its where, when that differs from plain max pooling)."""
+    soft = [p == "soft" for p in poolings]
+    key_col, text_col = st.columns([1, 2], vertical_alignment="center")
+    key_col.image(where_key_png(views[0].pool_size, continuous=all(soft), fade=True))
+    notes = {"soft": "soft pooling's where is a continuous position, its colour blended between the cells'",
+             "none": "its decoder ignores the switches (the where ablation's none)"}
+    kinds = [f"{name} ({pooling}): {notes[pooling]}" for name, pooling in zip("AB", poolings) if pooling in notes]
+    text_col.caption("Where key. Grey: a tie, a window whose largest value occurs more than once (most often all 0), "
+                     "so its switch is no choice of the network; dark: a switch whose what is near 0."
+                     + "".join(f" {kind}." for kind in kinds))
+
+
+def stage_section(fig_a, fig_b, poolings: list[str]) -> None:
+    """A tab per stage (only the open one drawn): A's row over B's, the where key under them."""
     count = max(len(fig_a.views), len(fig_b.views))
     labels = [f"Stage {s + 1}" for s in range(count)]
     tabs = st.tabs(labels, key=STAGE_TAB, on_change="rerun")  # lazy: only the open tab runs
@@ -85,18 +166,15 @@ def stage_section(fig_a, fig_b) -> None:
             high = shared_scale(va.what, vb.what) if va is not None and vb is not None else None
             if va is not None and vb is not None and va.hidden is not None and vb.hidden is not None and high:
                 high = max(high, shared_scale(va.hidden, vb.hidden) or 0.0)
-            maps_col, key_col = st.columns([6, 1])
-            maps_col.caption("what and decoder hidden on one colour scale for A and B" if high is not None else
-                             "A's and B's stages differ in shape: each is drawn on its own colour scale")
+            shown = [(view, name) for view, name in ((va, "A"), (vb, "B")) if view is not None]
             missing = [name for view, name in ((va, "A"), (vb, "B")) if view is None]
-            if missing:
-                maps_col.caption(f"{missing[0]} has no stage {stage + 1}.")
-            tiles = padded_tiles([t for view, name in ((va, "A"), (vb, "B")) if view is not None
-                                  for t in stage_tiles(view, high, name)])  # A's row over B's: one picture
-            maps_col.image(panel_png(tiles, 3, scale=max(1, round(TILE_WIDTH / tiles[0].image.shape[1]))))
-            shown = va if va is not None else vb
-            key_col.image(crisp_pixels(where_legend(shown.pool_size, False), 80), width=80,
-                          caption="where key: the window's cells, (0, 0) top left")
+            st.caption("; ".join(stage_shapes(view, name) for view, name in shown)
+                       + (". What and decoder hidden on one colour scale for A and B." if high is not None else
+                          ". Their stages differ in shape: each is drawn on its own colour scale.")
+                       + (f" {missing[0]} has no stage {stage + 1}." if missing else ""))
+            tiles = padded_tiles([t for view, name in shown for t in stage_tiles(view, high, name)])  # A over B
+            st.image(panel_png(tiles, 3, scale=max(1, round(TILE_WIDTH / tiles[0].image.shape[1]))))
+            where_key([view for view, _ in shown], [poolings["AB".index(name)] for _, name in shown])
 
 
 def overview(a: Explorer, b: Explorer, picked, fig_a, fig_b) -> None:
@@ -142,12 +220,11 @@ def probe_rows(explorer: Explorer, picked, size: int):
     """The Swap page's shift curves of this model (the same cached function): the input against another dataset
     image, or `size` of A's dataset images (both models are measured on the same images)."""
     examples = explorer.examples
-    step = explorer.checkpoint.step
     if size == 1 or examples is None:
         reference = chance_image(examples, picked)
-        return image_curves(explorer.source, step, explorer.device, fingerprint(picked.image), fingerprint(reference),
-                            explorer.model, picked.image, reference)
-    return dataset_curves(explorer.source, step, explorer.device, examples.name, size, explorer.model, examples.images)
+        return image_curves(explorer.identity, fingerprint(picked.image), fingerprint(reference), explorer.model,
+                            picked.image, reference)
+    return dataset_curves(explorer.identity, examples.name, size, explorer.model, examples.images)
 
 
 def chance_image(examples, picked):
@@ -195,16 +272,22 @@ with picker_col:
 with input_col:
     picked = pick_image(explorer, "compare", "Input")
 if model_b.model.input_shape != explorer.model.input_shape:
-    st.warning(f"B takes {'x'.join(map(str, model_b.model.input_shape))} inputs and A "
-               f"{'x'.join(map(str, explorer.model.input_shape))}: choose a model B of A's input shape.")
+    st.warning(f"B takes {'×'.join(map(str, model_b.model.input_shape))} inputs and A "
+               f"{'×'.join(map(str, explorer.model.input_shape))}: choose a model B of A's input shape.")
     st.stop()
-st.caption(f"**A**: {explorer.label} · **B**: {model_b.label}")
+a_file, b_file = st.session_state.get(MODEL_CHOICE, explorer.source), st.session_state[MODEL_B]
+b_label = (f"{source_label(b_file)} at step {model_b.checkpoint.step:,}, an earlier snapshot of A's run"
+           if b_file == a_file and model_b.source != b_file and model_b.checkpoint.step < explorer.checkpoint.step
+           else model_b.label)
+st.caption(f"**A**: {explorer.label} · **B**: {b_label}")
+st.markdown(differences_sentence(model_differences(model_traits(explorer.checkpoint, run=_run_of(a_file)),
+                                                   model_traits(model_b.checkpoint, run=_run_of(b_file)))))
 
 fig_a = model_figures(explorer.model, picked.image, classifier_trained=explorer.checkpoint.classifier_trained)
 fig_b = model_figures(model_b.model, picked.image, classifier_trained=model_b.checkpoint.classifier_trained)
 overview(explorer, model_b, picked, fig_a, fig_b)
 st.subheader("Stages")
-stage_section(fig_a, fig_b)
+stage_section(fig_a, fig_b, [explorer.checkpoint.model_config.pooling, model_b.checkpoint.model_config.pooling])
 st.subheader("Where across models")
 crossed = cross_section(explorer, model_b, picked)
 st.markdown("\n".join(f"- {line}" for line in compare_findings(fig_a, fig_b, explorer.class_names, model_b.class_names,

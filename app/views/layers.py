@@ -1,4 +1,5 @@
-"""Layers: every stage's pre-pool activations, what, where and decoder hidden for one image, and one unit's view.
+"""Layers: one image's input, reconstruction and every stage's what and where first; then the pooling lens of one
+channel (app.lens), that unit decoded alone with its top examples, and the pre-pool and decoder-hidden detail.
 
 Only the open stage tab is drawn (the browser's cost is mostly Plotly figures). A unit (stage, channel) is picked
 with the select boxes or by clicking its map in the *what* mosaic; the tab, the click and the select boxes share
@@ -12,15 +13,20 @@ import streamlit as st
 from app import figures
 from app.inputs import Picked, pick_image
 from app.sidebar import Explorer, current
-from core.analysis import (StageView, channel_peaks, class_probabilities, layer_views, mse, psnr, top_images,
-                              unit_decodings, unit_view)
+from app.lens import show_lens
+from core.analysis import (StageView, channel_peaks, class_probabilities, layer_views, mse, pooling_lens, psnr,
+                           tie_share, top_images, unit_decodings, unit_view)
 from core.analysis import (
-    Tile, crisp_pixels, display_image, mosaic, panel_png, recon_tiles, sequential_rgb, side_by_side, stage_difference,
-    tile_rgb, tile_targets, unit_tiles, where_arrows, where_legend, where_mosaic,
+    Tile, crisp_pixels, display_image, mosaic, outline_tile, panel_png, recon_tiles, sequential_rgb, side_by_side,
+    stage_difference, tile_rgb, tile_targets, unit_tiles, where_key_png, where_mosaic,
 )
 
-PANEL_WIDTH = 380  # px a mosaic panel gets in the wide layout, to size figure heights
-HIDDEN_TILE_WIDTH = 240  # px a mosaic drawn as a PNG is made at (about its column's width), so titles stay legible
+MOSAIC_WIDTH = 250  # px the what mosaic gets (half the page's right column at 1280 px), to size its figure's height
+WHERE_WIDTH = 250  # px the where mosaic PNG is made at (beside the what mosaic)
+HIDDEN_TILE_WIDTH = 240  # px a detail mosaic drawn as a PNG is made at, so titles stay legible
+DETAIL_WIDTH = 720
+MOSAIC_CHART = {"displaylogo": False, "displayModeBar": False}  # the toolbar would cover the title
+LENS_KEY = "layers_lens"
 UNIT_SIDE = 112  # px a unit picture is drawn at, model pixels as crisp blocks (28 x 4, 14 x 8, 7 x 16)
 TOP_SIDE = 170  # px a top image and its decoding below it are drawn at (3x): nine fit in one row
 TOP_COUNT = 9
@@ -35,7 +41,7 @@ def maps_key(stage: int) -> str:
 
 
 def tab_label(view: StageView) -> str:
-    return f"Stage {view.stage + 1}: {view.pre_pool.shape[0]} ch, {view.pre_pool.shape[1]} → {view.what.shape[1]}"
+    return f"Stage {view.stage + 1}: {view.pre_pool.shape[0]} maps, {view.pre_pool.shape[1]}² → {view.what.shape[1]}²"
 
 
 # ---- callbacks: run before the script, so the widgets below are created with the new values ----------------------
@@ -71,17 +77,16 @@ def _settle_unit(channel_counts: list[int]) -> None:
 # ---- cached work over the example set -----------------------------------------------------------------------------
 
 @st.cache_data(max_entries=8, show_spinner="Ranking the examples for every channel...")
-def _peaks(source: str, step: int, device: str, dataset: str, _model, _images) -> list[np.ndarray]:  # noqa: ARG001
-    """channel_peaks of the example set; keyed on the model (source, step: a run's file is rewritten as it trains),
-    the device and the dataset."""
+def _peaks(identity: str, dataset: str, _model, _images) -> list[np.ndarray]:  # noqa: ARG001
+    """channel_peaks of the example set; keyed on the model's identity (Explorer.identity) and the dataset."""
     return channel_peaks(_model, _images)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _top_units(source: str, step: int, device: str, dataset: str, stage: int, channel: int, _model, _images
+def _top_units(identity: str, dataset: str, stage: int, channel: int, _model, _images
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(indices (K,), peaks (K,), unit decodings (K, C, H, W)) of the K examples the unit peaks highest on."""
-    peaks = _peaks(source, step, device, dataset, _model, _images)[stage]  # (N, C_l)
+    peaks = _peaks(identity, dataset, _model, _images)[stage]  # (N, C_l)
     indices = top_images(peaks, channel, TOP_COUNT)
     decodings, _ = unit_decodings(_model, _images[indices], stage, channel)
     return indices, peaks[indices, channel], decodings.float().cpu().numpy()
@@ -90,119 +95,103 @@ def _top_units(source: str, step: int, device: str, dataset: str, stage: int, ch
 # ---- the page's parts ---------------------------------------------------------------------------------------------
 
 def overview(explorer: Explorer, picked: Picked, encoding, decoding) -> None:
-    """Input, reconstruction, their difference and metrics; class outputs only for a model trained with labels."""
+    """Input, reconstruction and their difference (with its scale), the prediction in one line and a small bar chart
+    of the class probabilities (left out for a model trained without labels)."""
     image, recon = picked.image.numpy(), decoding.recon[0].float().cpu().numpy()
-    trained = explorer.checkpoint.classifier_trained
-    overview_col, probs_col = st.columns([3, 2])
-    overview_col.image(panel_png(recon_tiles(image, recon), 3, scale=6))  # a PNG: cheap for the browser to draw
+    st.image(panel_png(recon_tiles(image, recon), 3, scale=3))  # a PNG: cheap for the browser to draw
     recon_mse = mse(decoding.recon, picked.image)
-    metrics = iter([*overview_col.columns(2), *overview_col.columns(2)])  # two rows: room for "Ankle boot"
-    if trained:
-        probabilities = class_probabilities(encoding.logits)[0]
-        predicted = int(probabilities.argmax())
-        names = explorer.class_names
-        next(metrics).metric("Predicted", names[predicted],
-                             help=f"label: {picked.label_name}" if picked.label_name is not None else None)
-        next(metrics).metric("Confidence", f"{probabilities[predicted]:.1%}")
-    next(metrics).metric("Recon MSE", f"{recon_mse:.4f}")
-    next(metrics).metric("Recon PSNR", f"{psnr(recon_mse):.1f} dB")
-    if trained:
-        probs_col.plotly_chart(figures.bar_figure(
-            list(explorer.class_names), {"probability": probabilities.tolist()}, height=300,
-            title="Class probabilities", y_range=(0, 1), highlight=predicted), key="layers_probs",
-            config={"displaylogo": False})
-    else:
-        probs_col.info(UNTRAINED_NOTE, icon=":material/info:")
-
-
-def stage_maps(view: StageView, continuous: bool, arrows: bool, fade: bool) -> None:
-    """One stage: pre-pool, what (click a tile to open its unit) and where mosaics, the where key, and the decoder
-    hidden against the what."""
-    pre_pool, what = mosaic(view.pre_pool), mosaic(view.what)
-    colors, custom = where_mosaic(view.where_offset, view.what, view.pool_size, fade=fade)
-    quiver = where_arrows(view.where_offset, view.pool_size, colors, mask=view.what > 0) if arrows else None
-    aspect = max(pre_pool.image.shape[0] / pre_pool.image.shape[1], what.image.shape[0] / what.image.shape[1])
-
-    # The where map is a Plotly panel (hover on each switch, arrows) only with arrows on; otherwise a PNG, cheap to
-    # draw. The what map is always Plotly: a click on a tile opens its unit.
-    columns = st.columns([5 / 3, 10 / 3, 1] if arrows else [5 / 3, 5 / 3, 5 / 3, 1], vertical_alignment="center")
-    pre_col, maps_col, key_col = columns[0], columns[1], columns[-1]
-    high = max(float(np.nanmax(pre_pool.image)), 1e-6)  # pre-pool, what and their pictures share one scale
-    activation_axis = {"coloraxis": dict(colorscale="Viridis", cmin=0, cmax=high, showscale=arrows,
-                                         colorbar=dict(title="value", len=0.8, thickness=12))}
-    pre_col.image(panel_png([Tile(f"pre-pool ({view.pre_pool.shape[0]} x {view.pre_pool.shape[1]}^2, 0 to {high:.2g})",
-                                  sequential_rgb(pre_pool.image, 0.0, high))], 1,
-                            scale=max(1, round(HIDDEN_TILE_WIDTH / pre_pool.image.shape[1]))))
-    what_title = f"what ({view.what.shape[1]}^2, pool {view.pool_size}, 0 to {high:.2g})"
-    panels = [figures.channel_targets(figures.mosaic_panel(what_title, what), tile_targets(what, view.what))]
-    if arrows:
-        panels.append(figures.where_panel("where (position in the window)", colors, custom, quiver))
-    else:
-        columns[2].image(panel_png([Tile("where (position in the window)", colors.image)], 1,
-                                   scale=max(1, round(HIDDEN_TILE_WIDTH / colors.image.shape[1]))))
-    height = int((PANEL_WIDTH if arrows else 1.15 * HIDDEN_TILE_WIDTH) * aspect) + 50
-    maps_col.plotly_chart(figures.panel_figure(panels, columns=len(panels), height=height, coloraxes=activation_axis,
-                                               clickable=True),
-                          key=maps_key(view.stage), config={"displaylogo": False},
-                          on_select=partial(_on_map_click, view.stage), selection_mode=("points",))
-    key_col.image(crisp_pixels(where_legend(view.pool_size, continuous), 96), width=96,
-                  caption="where key: the window's cells (row, col), (0, 0) top left")
-    if continuous:
-        key_col.caption("Soft pooling: the where is a continuous (row, col) offset; colours blend between "
-                        "the corners.")
-    if view.hidden is None:
-        st.caption("The top stage's what feeds the classifier and starts the decoder; no hidden state "
-                   "reconstructs it.")
+    error = f"reconstruction MSE {recon_mse:.4f} (PSNR {psnr(recon_mse):.1f} dB)"
+    if not explorer.checkpoint.classifier_trained:
+        st.markdown(error)
+        st.caption(UNTRAINED_NOTE)
         return
-    hidden, difference = mosaic(view.hidden), mosaic(stage_difference(view.hidden, view.what))
-    hidden_col, metric_col = st.columns([5, 1])
-    high = max(float(np.nanmax(what.image)), float(np.nanmax(hidden.image)), 1e-6)
-    spread = max(float(np.nanmax(np.abs(difference.image))), 1e-6)
-    hidden_col.image(panel_png(
-        [Tile(f"encoder what (0 to {high:.2g})", sequential_rgb(what.image, 0.0, high)),
-         Tile("decoder hidden (same scale)", sequential_rgb(hidden.image, 0.0, high)),
-         Tile(f"hidden - what (±{spread:.2g})", difference.image, signed=True, scale=spread)],
-        3, scale=max(1, round(HIDDEN_TILE_WIDTH / what.image.shape[1]))))
-    metric_col.metric(f"L2M, stage {view.stage + 1}", f"{view.mid_mse:.4f}",
-                      help="Mean squared error of the decoder hidden against the encoder what (the L2M term)")
+    probabilities = class_probabilities(encoding.logits)[0]
+    predicted = int(probabilities.argmax())
+    names = explorer.class_names
+    label = f"; label {picked.label_name}" if picked.label_name is not None else ""
+    st.markdown(f"Predicted **{names[predicted]}** ({probabilities[predicted]:.1%}{label}) · {error}")
+    st.plotly_chart(figures.bar_figure(
+        list(names), {"probability": probabilities.tolist()}, height=120, y_range=(0, 1), highlight=predicted,
+        compact=True), key="layers_probs", config={"displaylogo": False, "displayModeBar": False}, theme=None)
 
 
-def stage_tabs(views: list[StageView], continuous: bool, arrows: bool, fade: bool) -> None:
-    """A tab per stage; only the open one is drawn (its label follows the unit view's stage)."""
+def stage_maps(view: StageView, continuous: bool, fade: bool, chosen: int | None) -> None:
+    """One stage's what (click a map to open it in the lens) beside its where, the chosen map outlined in both, and
+    the where key under them."""
+    what = mosaic(view.what)
+    high = max(float(np.nanmax(what.image)), 1e-6)
+    h, w = view.what.shape[1:]
+    panel = figures.channel_targets(figures.mosaic_panel(f"what: {view.what.shape[0]} maps of {h}×{w}", what),
+                                    tile_targets(what, view.what))
+    figure = figures.panel_figure([panel], columns=1, height=int(MOSAIC_WIDTH * what.image.shape[0]
+                                                                  / what.image.shape[1]) + 75,
+                                  coloraxes={"coloraxis": dict(colorscale="Viridis", cmin=0, cmax=high, colorbar=dict(
+                                      title=dict(text="what", side="top"), orientation="h", len=0.9, thickness=8,
+                                      y=-0.02, yanchor="top"))},
+                                  clickable=True, outline=figures.tile_outline(what, chosen))
+    figure.update_layout(margin=dict(b=42))  # room for the horizontal colour bar under the mosaic
+    what_col, where_col = st.columns(2, vertical_alignment="bottom")
+    what_col.plotly_chart(figure, key=maps_key(view.stage), config=MOSAIC_CHART, theme=None,
+                          on_select=partial(_on_map_click, view.stage), selection_mode=("points",))
+    colors, _ = where_mosaic(view.where_offset, view.what, view.pool_size, fade=fade, tied=view.tied)
+    picture = colors.image if chosen is None else outline_tile(colors, colors.image, chosen)
+    where_col.image(panel_png([Tile(f"where: {tie_share(view.tied):.0%} of windows tie", picture)], 1,
+                              scale=max(1, round(WHERE_WIDTH / colors.image.shape[1]))))
+    key_col, text_col = st.columns([2, 3], vertical_alignment="center")
+    key_col.image(where_key_png(view.pool_size, continuous, fade))
+    text_col.caption(f"Each what map is pooled {view.pool_size}×{view.pool_size} from a {view.pre_pool.shape[1]}×"
+                     f"{view.pre_pool.shape[2]} map; the where map beside it colours each window by the cell its "
+                     "value came from. A tie (grey) is a window whose largest value occurs more than once (most often "
+                     "all 0): max pooling then returns its first cell, which is no choice of the network. Click a "
+                     "what map to see it in the lens below."
+                     + (" Soft pooling: colours blend between the corners." if continuous else ""))
+
+
+def stage_tabs(views: list[StageView], continuous: bool, fade: bool) -> None:
+    """A tab per stage; only the open one is drawn (its label follows the lens's stage)."""
     labels = [tab_label(view) for view in views]
     st.session_state[STAGE_TAB] = labels[st.session_state[UNIT_STAGE]]
     tabs = st.tabs(labels, key=STAGE_TAB, on_change=_on_tab, args=(labels,))
     for tab, view in zip(tabs, views):
         if tab.open:
             with tab:
-                stage_maps(view, continuous, arrows, fade)
+                chosen = st.session_state[UNIT_CHANNEL] if view.stage == st.session_state[UNIT_STAGE] else None
+                stage_maps(view, continuous, fade, chosen)
 
 
-def unit_section(explorer: Explorer, picked: Picked, views: list[StageView]) -> None:
-    """One unit: its maps for this image, what it alone decodes to, and the examples it responds to most."""
-    model, examples = explorer.model, explorer.examples
+def lens_section(explorer: Explorer, encoding, views: list[StageView]) -> None:
+    """The pooling lens of the chosen stage and channel."""
     labels = [tab_label(view) for view in views]
-    st.subheader(f"Unit view: stage {st.session_state[UNIT_STAGE] + 1}, channel {st.session_state[UNIT_CHANNEL]}")
+    st.subheader(f"Pooling lens: stage {st.session_state[UNIT_STAGE] + 1}, channel {st.session_state[UNIT_CHANNEL]}")
     stage_col, channel_col, hint_col = st.columns([1, 1, 3], vertical_alignment="bottom")
     stage = stage_col.selectbox("Stage", range(len(views)), key=UNIT_STAGE, format_func=lambda s: f"stage {s + 1}",
                                 on_change=_on_stage, args=(labels,))
     channel = channel_col.selectbox("Channel", range(views[stage].what.shape[0]), key=UNIT_CHANNEL)
-    hint_col.caption("Or click a map in the stage's *what* mosaic above. The unit's decoding runs the decoder from "
-                     "this stage with only this channel's what kept and the image's own wheres; its contribution "
-                     "is that minus the decoding with the whole stage at zero.")
+    hint_col.caption("Or click a map in the *what* mosaic above. Max pooling reads each window of the map on the "
+                     "left and passes one value up (*what*); the cell it came from is the *switch* (*where*), which "
+                     "the decoder uses to put the value back (*unpooled*).")
+    cfg = explorer.checkpoint.model_config
+    lens = pooling_lens(encoding, cfg.pooling, cfg.pool_sizes[stage], stage, channel)
+    show_lens(lens, LENS_KEY)
+
+
+def unit_section(explorer: Explorer, picked: Picked, views: list[StageView]) -> None:
+    """The chosen unit decoded alone through the image's wheres, and the examples it responds to most."""
+    model, examples = explorer.model, explorer.examples
+    stage, channel = st.session_state[UNIT_STAGE], st.session_state[UNIT_CHANNEL]
+    st.subheader(f"Unit view: stage {stage + 1}, channel {channel} decoded alone")
     unit = unit_view(model, picked.image, stage, channel)
-    tiles = unit_tiles(unit, views[stage].pool_size)
-    maps_col, decode_col = st.columns(2)
-    for column, shown in ((maps_col, tiles[:3]), (decode_col, tiles[3:])):
-        pictures = [crisp_pixels(tile_rgb(t), UNIT_SIDE) for t in shown]
-        column.image(pictures, caption=[t.title for t in shown], width=pictures[0].shape[1], output_format="PNG")
-    decode_col.metric("Whole reconstruction MSE", f"{unit.recon_mse:.4f}",
-                      help="Mean squared error of the full reconstruction (every unit) against the input")
+    tiles = unit_tiles(unit, views[stage].pool_size)[3:]  # the maps are in the lens above
+    pictures = [crisp_pixels(tile_rgb(t), UNIT_SIDE) for t in tiles]
+    pictures_col, text_col = st.columns([3, 2])
+    pictures_col.image(pictures, caption=[t.title for t in tiles], width=pictures[0].shape[1], output_format="PNG")
+    text_col.caption("The decoder run from this stage with only this channel's what kept (the others 0) and the "
+                     "image's own wheres; its contribution is that minus the decoding with the whole stage at 0 "
+                     f"(red: adds, blue: removes). Whole reconstruction MSE {unit.recon_mse:.4f}.")
     if examples is None:
         st.caption("Top images need the example set, which is unavailable.")
         return
-    key = (explorer.source, explorer.checkpoint.step, explorer.device, examples.name)
-    indices, peaks, decodings = _top_units(*key, stage, channel, model, examples.images)
+    indices, peaks, decodings = _top_units(explorer.identity, examples.name, stage, channel, model, examples.images)
     st.markdown(f"**Top {len(indices)}** of the {examples.name} examples ({examples.description}) by this unit's "
                 "largest what, each above the unit's decoding of it; captions: #index (class): largest what")
     pictures = [crisp_pixels(side_by_side([display_image(examples.images[i].numpy()), display_image(decoded)],
@@ -211,20 +200,43 @@ def unit_section(explorer: Explorer, picked: Picked, views: list[StageView]) -> 
              width=pictures[0].shape[1], output_format="PNG")  # natural size: crisp pixels
 
 
+def stage_detail(views: list[StageView]) -> None:
+    """Every stage's pre-pool maps and the decoder's hidden state against the what it reconstructs (L2M)."""
+    for view in views:
+        pre_pool = mosaic(view.pre_pool)
+        high = max(float(np.nanmax(pre_pool.image)), 1e-6)
+        c, height, width = view.pre_pool.shape
+        tiles = [Tile(f"stage {view.stage + 1} pre-pool: {c} maps of {height}×{width}, 0 to {high:.2g}",
+                      sequential_rgb(pre_pool.image, 0.0, high))]
+        st.image(panel_png(tiles, 1, scale=max(1, round(DETAIL_WIDTH / pre_pool.image.shape[1]))))
+        if view.hidden is None:
+            st.caption(f"Stage {view.stage + 1} is the top: its what feeds the classifier and starts the decoder; "
+                       "no hidden state reconstructs it.")
+            continue
+        what, hidden = mosaic(view.what), mosaic(view.hidden)
+        difference = mosaic(stage_difference(view.hidden, view.what))
+        high = max(float(np.nanmax(what.image)), float(np.nanmax(hidden.image)), 1e-6)
+        spread = max(float(np.nanmax(np.abs(difference.image))), 1e-6)
+        st.image(panel_png(
+            [Tile(f"encoder what (0 to {high:.2g})", sequential_rgb(what.image, 0.0, high)),
+             Tile("decoder hidden (same scale)", sequential_rgb(hidden.image, 0.0, high)),
+             Tile(f"hidden − what (L2M {view.mid_mse:.4f})", difference.image, signed=True, scale=spread)],
+            3, scale=max(1, round(HIDDEN_TILE_WIDTH / what.image.shape[1]))))
+
+
 explorer = current()
 st.title("Layers")
-st.caption(f"{explorer.label}: what each stage keeps (*what*) and where it came from (*where*).")
-
-picked = pick_image(explorer, "layers", "Input")
-views, encoding, decoding = layer_views(explorer.model, picked.image)
-overview(explorer, picked, encoding, decoding)
-
-options = st.columns(3)
-arrows = options[0].toggle("Arrows on the where maps", key="layers_arrows",
-                           help="Each switch as an arrow from its cell's centre towards the chosen position; the where "
-                                "map then also tells each switch's offset and what on hover (slower to draw)")
-fade = options[1].toggle("Fade switches whose what is 0", value=True, key="layers_fade",
-                         help="A dead (zero) what picks an arbitrary position; fading it keeps the eye on live ones")
+top_left, top_right = st.columns([0.37, 0.63], gap="medium")
+with top_left:
+    picked = pick_image(explorer, "layers", "Input")
+    views, encoding, decoding = layer_views(explorer.model, picked.image)
+    overview(explorer, picked, encoding, decoding)
 _settle_unit([view.what.shape[0] for view in views])
-stage_tabs(views, explorer.checkpoint.model_config.pooling == "soft", arrows, fade)
+with top_right:
+    fade = st.toggle("Fade switches whose what is near 0", value=True, key="layers_fade",
+                     help="A weak switch carries little of the image; fading it keeps the eye on the strong ones")
+    stage_tabs(views, explorer.checkpoint.model_config.pooling == "soft", fade)
+lens_section(explorer, encoding, views)
 unit_section(explorer, picked, views)
+with st.expander("Pre-pool maps, and each stage's decoder hidden state against its what (the L2M term)"):
+    stage_detail(views)

@@ -9,12 +9,15 @@ from pathlib import Path
 import streamlit as st
 
 from app.curves import curves_figure, run_colour
-from app.sidebar import examples_of, request_model
-from core.analysis import StepPictures, Tile, panel_png, step_pictures
+from app.lens import show_lens
+from app.lines import Line, line_figure
+from app.sidebar import examples_of, file_identity, request_model
+from core.analysis import (StepPictures, Tile, busiest_channel, image_lens, panel_png, spread_evenly, step_pictures,
+                           switches_settled)
 from core.data import class_names, one_per_class
 from core.model import CheckpointError, load_checkpoint
 from core.runs import MetricsReader, RunSummary, curves, discover_runs, plain, resume, runs_root, stop, summarize
-from core.training import rundir, run_device
+from core.training import MAX_SNAPSHOTS, rundir, run_device
 
 REFRESH_S = 2.0
 MAX_POINTS = 2000  # per line; longer runs are averaged over buckets of records
@@ -33,6 +36,8 @@ SELECTED = "runs_selected"  # names of the runs whose curves are drawn
 LOG_LOSSES = "runs_log_losses"
 FORMATION_RUN, FORMATION_STAGE, FORMATION_IMAGE = "runs_formation_run", "runs_formation_stage", "runs_formation_image"
 FORMATION_CHANNEL = "runs_formation_channel"  # None: every channel of the stage
+FORMATION_STEP, FORMATION_PLAYING = "runs_formation_step", "runs_formation_playing"  # the lens's step; Play on
+PLAY_S = 1.5  # seconds per step while playing
 WHERE_TILE_WIDTH = 150  # px a where map is drawn at in the row of snapshot steps
 READERS = "runs_readers"  # {run directory: MetricsReader}, kept between ticks
 if READERS not in st.session_state:
@@ -189,14 +194,73 @@ st.fragment(run_every=REFRESH_S if active_runs else None)(live)(
 # ---- what and where over training: the run's snapshots -------------------------------------------------------------
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def snapshot_pictures(path: str, mtime_ns: int, dataset: str, stage: int,  # noqa: ARG001 - mtime, dataset: keys
+def snapshot_pictures(path: str, identity: str, dataset: str, stage: int,  # noqa: ARG001 - identity, dataset: keys
                       channel: int | None, index: int, _images) -> StepPictures | str:
-    """One snapshot's pictures (core.analysis.step_pictures), or why it cannot be read (one line); keyed on the file
-    (path, modification time), the sample images' dataset, the stage, channel and image."""
+    """One snapshot's pictures (core.analysis.step_pictures), or why it cannot be read (one line); keyed on the file's
+    identity (app.sidebar.file_identity), the sample images' dataset, the stage, channel and image."""
     try:
         return step_pictures(load_checkpoint(path).model, _images, index, stage, channel)
     except (CheckpointError, ValueError) as exc:
         return str(exc).strip().splitlines()[0]
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def settled_shares(path: str, identity: str, final_path: str, final_identity: str, dataset: str,  # noqa: ARG001
+                   _images) -> list[float] | str:
+    """core.analysis.switches_settled of one snapshot against the run's last, over the sample images; or why not (one
+    line). Keyed on both files' identities and the samples' dataset."""
+    try:
+        return switches_settled(load_checkpoint(path).model, load_checkpoint(final_path).model, _images)
+    except (CheckpointError, ValueError) as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def snapshot_model(path: str, identity: str):  # noqa: ARG001 - identity: cache key
+    return load_checkpoint(path).model
+
+
+def settling_chart(snapshots, dataset: str, images) -> None:
+    """Per stage, the share of switches already where the last snapshot puts them, over the steps."""
+    final_step, final_path = snapshots[-1]
+    final_identity = file_identity(final_path)
+    rows = [(step, settled_shares(str(path), file_identity(path), str(final_path), final_identity, dataset, images))
+            for step, path in snapshots if path.exists()]
+    rows = [(step, shares) for step, shares in rows if not isinstance(shares, str)]
+    if len(rows) < 2:
+        return
+    stages = len(rows[0][1])
+    lines = [Line(f"stage {stage + 1}", [step for step, _ in rows], [shares[stage] for _, shares in rows], stage)
+             for stage in range(stages)]
+    figure = line_figure(lines, title=f"Switches already where step {final_step:,} puts them",
+                         x_title="training step (log)", y_title="share of switches", y_range=(0, 1.02), height=300)
+    figure.update_xaxes(type="log")
+    st.plotly_chart(figure, key="runs_settling", config={"displaylogo": False}, theme=None)
+    early = rows[min(len(rows) - 1, 3)]
+    st.caption(f"Over the {len(images)} sample images, windows that are a choice at both steps (ties left out). At "
+               f"step {early[0]:,}: " + ", ".join(f"stage {s + 1} {early[1][s]:.0%}" for s in range(stages)) + ".")
+
+
+def lens_at_step(snapshots, images, names, stage: int, channel: int | None, index: int) -> None:
+    """One channel's pooling lens at the chosen snapshot step (a slider, and Play in the section above)."""
+    steps = [step for step, path in snapshots if path.exists()]
+    if not steps:
+        return
+    if st.session_state.get(FORMATION_STEP) not in steps:  # new run, a step that is gone, or Play just pressed
+        st.session_state[FORMATION_STEP] = steps[0] if st.session_state.get(FORMATION_PLAYING) else steps[-1]
+    elif st.session_state.get(FORMATION_PLAYING):
+        later = [step for step in steps if step > st.session_state[FORMATION_STEP]]
+        if later:
+            st.session_state[FORMATION_STEP] = later[0]
+        else:
+            st.session_state[FORMATION_PLAYING] = False
+            st.rerun()  # the whole page: the section's refresh stops with the play
+    step = st.select_slider("Step of the lens", steps, key=FORMATION_STEP, format_func=lambda s: f"{s:,}")
+    path = dict(snapshots)[step]
+    model = snapshot_model(str(path), file_identity(path))
+    channel = busiest_channel(model, images[index], stage) if channel is None else channel
+    st.markdown(f"**Pooling lens of {names[index]}, stage {stage + 1}, channel {channel}, at step {step:,}**")
+    show_lens(image_lens(model, images[index], stage, channel), "runs_lens", height=420)
 
 
 def run_samples(run_dir: Path):
@@ -219,7 +283,8 @@ def formation(run_dir: Path, active: bool, samples) -> None:
     has just started may not have written its config yet). Refreshes while the run trains, so new snapshots join."""
     if active != summarize(run_dir).active:
         st.rerun()  # started or ended: switch the refresh on or off
-    snapshots = rundir.list_snapshots(run_dir)
+    listed = rundir.list_snapshots(run_dir)
+    snapshots = spread_evenly(listed, MAX_SNAPSHOTS)  # a folder may hold thousands (copied in): load and draw a few
     if not snapshots:
         st.caption("No snapshots yet: they appear at steps 1, 2, 5, 10, 20, 50, ... while the run trains." if active
                    else "This run kept no snapshots (it started before they existed, or with --no-snapshots).")
@@ -232,7 +297,10 @@ def formation(run_dir: Path, active: bool, samples) -> None:
     stage, index = st.session_state.get(FORMATION_STAGE, 0), st.session_state.get(FORMATION_IMAGE, 0)
     channel = st.session_state.get(FORMATION_CHANNEL)
     index = index if 0 <= index < len(images) else 0
-    pictures = [(step, snapshot_pictures(str(path), path.stat().st_mtime_ns, dataset, stage, channel, index, images))
+    if len(listed) > len(snapshots):
+        st.caption(f"{len(listed) - len(snapshots):,} of the run's {len(listed):,} snapshot files skipped: showing "
+                   f"{len(snapshots)} spread over the run (a trainer keeps at most {MAX_SNAPSHOTS}).")
+    pictures = [(step, snapshot_pictures(str(path), file_identity(path), dataset, stage, channel, index, images))
                 for step, path in snapshots if path.exists()]
     refused = [f"step {step}: {p}" for step, p in pictures if isinstance(p, str)]
     pictures = [(step, p) for step, p in pictures if not isinstance(p, str)]
@@ -240,6 +308,10 @@ def formation(run_dir: Path, active: bool, samples) -> None:
         st.warning(f"{len(refused)} snapshot(s) could not be read: {plain(refused[0])}")
     if not pictures:
         return
+    chart_col, _ = st.columns([3, 2])
+    with chart_col:
+        settling_chart(snapshots, dataset, images)
+    lens_at_step(snapshots, images, names, stage, channel, index)
     st.caption(f"Snapshot steps{' so far' if active else ''}: {', '.join(f'{step:,}' for step, _ in pictures)}")
     scale = max(1, round(WHERE_TILE_WIDTH / pictures[0][1].where.shape[1]))
     st.image(panel_png([Tile(f"step {step:,}", p.where) for step, p in pictures], len(pictures), scale=scale),
@@ -275,7 +347,19 @@ def formation_section() -> None:
     image_col.selectbox("Image for the where map", range(len(labels)), key=FORMATION_IMAGE,
                         format_func=lambda i: labels[i])
     active = summaries[run_name].active
-    st.fragment(run_every=REFRESH_S if active else None)(formation)(run_dir, active, samples)
+    playing = bool(st.session_state.get(FORMATION_PLAYING))
+    st.button("Pause" if playing else "Play the steps", key="runs_play", on_click=_toggle_play,
+              icon=":material/pause:" if playing else ":material/play_arrow:",
+              help=f"Step the lens through the snapshots, one every {PLAY_S:g} s")
+    every = PLAY_S if playing else (REFRESH_S if active else None)
+    st.fragment(run_every=every)(formation)(run_dir, active, samples)
+
+
+def _toggle_play() -> None:
+    playing = not st.session_state.get(FORMATION_PLAYING)
+    st.session_state[FORMATION_PLAYING] = playing
+    if playing:
+        st.session_state[FORMATION_STEP] = None  # from the first step
 
 
 formation_section()

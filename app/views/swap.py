@@ -7,18 +7,23 @@ import streamlit as st
 
 from app import figures
 from app.inputs import pick_image
+from app.lens import show_swap_lens
 from app.lines import Line, line_figure
 from app.probes import PROBE_SHIFTS, dataset_curves, fingerprint, image_curves
 from app.sidebar import NONE_MODELS, current, load_source
 from core.model import CheckpointError
 from core.analysis import (
-    along_axis, mse, morph_where, psnr, reconstruct, shift_findings, shift_image, swap_matrix, swap_where,
+    along_axis, busiest_channel, mse, morph_where, paired_lenses, psnr, reconstruct, shift_findings, shift_image,
+    swap_findings, swap_matrix, swap_where,
 )
 from core.analysis import Tile, display_image, panel_png, swap_grid, swap_tiles
 
 MAX_MATRIX = 8
-ROW_NAMES = {"recon_a": "recon(A)", "recon_b": "recon(B)", "what_a_where_b": "what A + where B",
-             "what_b_where_a": "what B + where A", "no_where_a": "where ignored (A)", "no_where_b": "where ignored (B)"}
+ROW_NAMES = {"recon_a": "A reconstructed", "recon_b": "B reconstructed", "what_a_where_b": "A's content, B's switches",
+             "what_b_where_a": "B's content, A's switches", "no_where_a": "A, switches ignored",
+             "no_where_b": "B, switches ignored"}
+EMPHASIS = ("A's content, B's switches", "B's content, A's switches")  # the rows the findings quote
+LENS_STAGE, LENS_CHANNEL, LENS_KEY = "swap_lens_stage", "swap_lens_channel", "swap_lens"
 PROBE_SETS = {"image A (chance: image B)": 1, "50 dataset digits": 50, "200 dataset digits": 200}
 AXES = {"right (x)": "x", "down (y)": "y"}
 MORPH_STEPS = 21  # t = 0, 0.05, ..., 1
@@ -81,17 +86,23 @@ def none_model_recons():
 
 
 result = swap_where(model, a.image, b.image, stages)
+findings = swap_findings(result, stages)
+if findings:
+    st.markdown("\n".join(f"- **{line}**" for line in findings))
+elif not stages:
+    st.info("Tick at least one stage to take B's where there; with none ticked, each image keeps its own switches.")
 tiles = swap_tiles(a.image.numpy(), b.image.numpy(), result)
 trained_without_where = none_model_recons()
 columns = 5
 if trained_without_where is not None:
     columns = 6
     recon_a, recon_b = (display_image(r[0].float().cpu().numpy()) for r in trained_without_where)
-    tiles.insert(5, Tile("'none' model recon(A)", recon_a))
-    tiles.append(Tile("'none' model recon(B)", recon_b))
+    tiles.insert(5, Tile("A by the 'none' model", recon_a))
+    tiles.append(Tile("B by the 'none' model", recon_b))
 st.image(panel_png(tiles, columns, scale=5), caption=None)
-no_where_note = ("*where ignored*: this model's decoder with nearest-neighbour unpooling instead of its switches, "
-                 "which it was never trained for.")
+no_where_note = ("*switches ignored*: this model's decoder with nearest-neighbour unpooling instead of its switches, "
+                 "which it was never trained for. *swapped − reconstructed*: the crossing minus the image's own "
+                 "reconstruction (red: brighter, blue: darker).")
 if trained_without_where is not None:
     no_where_note += (" *'none' model*: the where ablation's model, trained to reconstruct without where "
                       f"(`{NONE_MODELS[explorer.checkpoint.dataset or 'mnist5k']}`): the comparison the paper makes.")
@@ -103,10 +114,13 @@ st.download_button("Download this figure (PNG)", data=partial(panel_png, tiles, 
                    mime="image/png", on_click="ignore", key="swap_download", icon=":material/download:")
 rows = [metric_row(name, result.metrics[key]["mse_a"], result.metrics[key]["mse_b"]) for key, name in ROW_NAMES.items()]
 if trained_without_where is not None:
-    rows += [metric_row(f"'none' model recon({which})", mse(recon, a.image), mse(recon, b.image))
+    rows += [metric_row(f"{which} by the 'none' model", mse(recon, a.image), mse(recon, b.image))
              for which, recon in zip("AB", trained_without_where)]
-st.table(figures.static_table(rows, {name: "{:.4f}" if "MSE" in name else "{:.2f}"
-                                     for name in ("MSE to A", "PSNR to A (dB)", "MSE to B", "PSNR to B (dB)")}))
+table = figures.static_table(rows, {name: "{:.4f}" if "MSE" in name else "{:.2f}"
+                                    for name in ("MSE to A", "PSNR to A (dB)", "MSE to B", "PSNR to B (dB)")})
+st.table(figures.emphasised(table, "image", EMPHASIS if stages else ()))
+st.caption("Highlighted: the crossings the sentences above compare. A lower MSE (higher PSNR) to B than to A means "
+           "the picture looks more like B.")
 
 
 def where_morph_section() -> None:
@@ -141,18 +155,15 @@ def swap_matrix_section() -> None:
     images = examples.images[chosen]  # (K, C, H, W)
     recons, errors = swap_matrix(model, images, stages)
     grid = swap_grid(images.numpy(), recons.float().cpu().numpy())
-    st.caption("Row i: the what of image i (left column); column j: the where of image j (top row), at the "
-               "ticked stages. The right panel is each cell's MSE to image i.")
-    st.plotly_chart(figures.panel_figure(
-        [figures.gray_panel("what (rows) x where (columns)", grid),
-         figures.Panel("MSE to the what image", [dict(
-             type="heatmap", z=errors, coloraxis="coloraxis2",
-             x=[f"#{i}" for i in chosen], y=[f"#{i}" for i in chosen],
-             hovertemplate="what %{y}, where %{x}<br>MSE %{z:.4f}<extra></extra>")])],
-        columns=2, height=440,
-        coloraxes={"coloraxis": dict(colorscale=figures.GRAY, cmin=0, cmax=1, showscale=False),
-                   "coloraxis2": dict(colorscale="Magma", colorbar=dict(title="MSE", len=0.8, thickness=12))}),
-        key="swap_matrix", config=CHART)
+    labels = [f"#{i} {examples.label_name(i)}" for i in chosen]
+    st.caption("Row i: the what of image i (left column); column j: the where of image j (top row), at the ticked "
+               "stages. Right: each cell's MSE to its row's image, lighter is closer; the outlined diagonal is each "
+               "image's own reconstruction.")
+    st.plotly_chart(figures.swap_matrix_figure(grid, errors, labels), key="swap_matrix", config=CHART, theme=None)
+    off = errors[~np.eye(len(chosen), dtype=bool)]
+    if off.size:
+        st.markdown(f"Own switches (diagonal): MSE {np.diag(errors).mean():.4f} on average; another image's "
+                    f"switches: {off.mean():.4f}, {off.mean() / max(np.diag(errors).mean(), 1e-12):.1f}× as large.")
 
 
 def stage_lines(rows, value: str, reference: str, name: str, reference_name: str) -> list[Line]:
@@ -176,11 +187,9 @@ def probe_rows():
     """The shift curves the user asked for: image A against B, or a set of dataset digits against each other."""
     size = PROBE_SETS[st.session_state.get("swap_probe_set", list(PROBE_SETS)[0])]
     if size == 1 or examples is None:
-        rows = image_curves(explorer.source, explorer.checkpoint.step, explorer.device, fingerprint(a.image),
-                            fingerprint(b.image), model, a.image, b.image)
+        rows = image_curves(explorer.identity, fingerprint(a.image), fingerprint(b.image), model, a.image, b.image)
         return rows, f"image A ({a.caption}); chance level from image B ({b.caption})"
-    rows = dataset_curves(explorer.source, explorer.checkpoint.step, explorer.device, examples.name, size, model,
-                          examples.images)
+    rows = dataset_curves(explorer.identity, examples.name, size, model, examples.images)
     return rows, f"{size} {examples.name} digits; chance level from the next digit in the set"
 
 
@@ -219,7 +228,22 @@ def shift_probe_section() -> None:
                 + "\n".join(f"- {line}" for line in findings))
 
 
-SECTIONS = {"Where morph": where_morph_section, "Shift probe: what invariance, where equivariance": shift_probe_section,
+def lens_section() -> None:
+    """One channel's pooling windows for A and B side by side: where their switches differ."""
+    stage_col, channel_col = st.columns(2)
+    stage = stage_col.selectbox("Stage", range(len(cfg.channels)), key=LENS_STAGE,
+                                format_func=lambda s: f"stage {s + 1}")
+    count = cfg.channels[stage]
+    if st.session_state.get(LENS_CHANNEL) is None or st.session_state[LENS_CHANNEL] >= count:
+        st.session_state[LENS_CHANNEL] = busiest_channel(model, a.image, stage)
+    channel = channel_col.selectbox("Channel", range(count), key=LENS_CHANNEL,
+                                    help="Starts on the channel with the most switches (fewest ties) for A")
+    lens_a, lens_b, agreement = paired_lenses(model, a.image, b.image, stage, channel)
+    show_swap_lens(lens_a, lens_b, agreement, LENS_KEY)
+
+
+SECTIONS = {"Pooling lens: A's and B's switches": lens_section, "Where morph": where_morph_section,
+            "Shift probe: what invariance, where equivariance": shift_probe_section,
             "Swap matrix": swap_matrix_section}
 section = st.segmented_control("Explore further", list(SECTIONS), default=list(SECTIONS)[0], key="swap_section",
                                help="One at a time, so the page stays quick to redraw")

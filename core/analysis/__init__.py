@@ -9,33 +9,43 @@ from core.analysis.running import (
     batch_size_for, BATCH_MEMORY_BYTES,
 )
 from core.analysis.swaps import (
-    SwapResult, WhereMorph, swap_where, swap_matrix, reconstruct, no_where_recon, morph_where,
+    SwapResult, WhereMorph, swap_findings, swap_where, swap_matrix, reconstruct, no_where_recon, morph_where,
 )
 from core.analysis.probe import ShiftStage, shift_image, shift_probe, shift_curves, along_axis, shift_findings
+from core.analysis.lens import (
+    PoolingLens, SwitchAgreement, window_ties, pooling_lens, switch_agreement, tie_share, paired_lenses,
+    busiest_channel, image_lens,
+)
 from core.analysis.units import StageView, UnitView, layer_views, unit_view, unit_decodings, channel_peaks, top_images
 from core.analysis.attribution import METHODS, METHOD_LABELS, LogitsModel, Attribution, attribute, attribute_all
 from core.analysis.render import (
-    Mosaic, mosaic, mosaic_columns, where_colors, where_mosaic, where_legend, where_arrows, display_image,
+    Mosaic, mosaic, mosaic_columns, where_colors, where_mosaic, where_legend, display_image,
     diverging_rgb, Tile, difference_tile, stage_difference, recon_tiles, swap_tiles, panel_png, swap_grid,
-    sequential_rgb, tile_rgb, crisp_pixels, side_by_side, unit_tiles, tile_targets, padded_tiles,
+    sequential_rgb, tile_rgb, crisp_pixels, side_by_side, unit_tiles, tile_targets, padded_tiles, TIE_RGB,
 )
+from core.analysis.keys import where_key_png, outline_tile
 from core.analysis.compare import (
     ModelFigures, CrossedWhere, model_figures, cross_refusal, cross_where, compare_findings, probe_at, shared_scale,
-    probe_findings,
+    probe_findings, ModelTraits, Difference, Partner, model_traits, model_differences, differences_sentence,
+    earlier_steps, default_partner,
 )
-from core.analysis.formation import StepPictures, step_pictures
+from core.analysis.formation import StepPictures, step_pictures, switches_settled, spread_evenly
 from core.analysis.viewable import VIEWABLE_CHANNELS, MAX_VIEWABLE_SIZE, MAX_IMAGE_ACTIVATION_BYTES, check_viewable
 
 __all__ = [
     "evaluating", "as_batch", "cat_encodings", "psnr", "class_probabilities", "classify", "mse", "mse_of",
-    "activation_bytes", "batch_size_for", "BATCH_MEMORY_BYTES", "SwapResult", "WhereMorph", "swap_where",
+    "activation_bytes", "batch_size_for", "BATCH_MEMORY_BYTES", "SwapResult", "WhereMorph", "swap_findings", "swap_where",
     "swap_matrix", "reconstruct", "no_where_recon", "morph_where", "ShiftStage", "shift_image", "shift_probe",
     "shift_curves", "along_axis", "shift_findings", "StageView", "UnitView", "layer_views", "unit_view",
     "unit_decodings", "channel_peaks", "top_images", "METHODS", "METHOD_LABELS", "LogitsModel", "Attribution",
     "attribute", "attribute_all", "Mosaic", "mosaic", "mosaic_columns", "where_colors", "where_mosaic",
-    "where_legend", "where_arrows", "display_image", "diverging_rgb", "Tile", "difference_tile", "stage_difference",
+    "where_legend", "display_image", "diverging_rgb", "Tile", "difference_tile", "stage_difference",
     "recon_tiles", "swap_tiles", "panel_png", "swap_grid", "sequential_rgb", "tile_rgb", "crisp_pixels",
-    "side_by_side", "unit_tiles", "tile_targets", "padded_tiles", "VIEWABLE_CHANNELS", "MAX_VIEWABLE_SIZE",
+    "side_by_side", "unit_tiles", "tile_targets", "padded_tiles", "where_key_png", "outline_tile", "TIE_RGB", "VIEWABLE_CHANNELS", "MAX_VIEWABLE_SIZE",
     "MAX_IMAGE_ACTIVATION_BYTES", "check_viewable", "ModelFigures", "CrossedWhere", "model_figures", "cross_refusal",
-    "cross_where", "compare_findings", "probe_at", "shared_scale", "probe_findings", "StepPictures", "step_pictures",
+    "cross_where", "compare_findings", "probe_at", "shared_scale", "probe_findings", "ModelTraits", "Difference",
+    "Partner", "model_traits", "model_differences", "differences_sentence", "earlier_steps", "default_partner",
+    "StepPictures", "step_pictures",
+    "PoolingLens", "SwitchAgreement", "window_ties", "pooling_lens", "switch_agreement", "tie_share",
+    "paired_lenses", "busiest_channel", "spread_evenly", "switches_settled", "image_lens",
 ]

@@ -1,11 +1,15 @@
 """Two models on one image, as pure functions: each model's figures exactly as the Layers page computes them
 (`layer_views`), the reconstruction A's decoder makes from A's what with B's where, how many of B's switches sit where
 A's do, and the sentences that state the differences, each computed from the numbers it quotes.
+
+Which two models: `model_differences` lists what B differs from A in (pooling, width, supervision, dataset, ...), and
+`default_partner` picks the model B a comparison opens with, one that differs from A in one thing wherever there is
+one (the where ablation's hard <-> none <-> soft, a run's checkpoint <-> its earlier snapshot).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -13,10 +17,12 @@ import torch
 from core.analysis.probe import ShiftStage
 from core.analysis.running import as_batch, class_probabilities, evaluating, mse, psnr
 from core.analysis.units import StageView, layer_views
-from core.model import SWWAE, ModelConfig
+from core.data import DataConfig
+from core.model import SWWAE, Checkpoint, ModelConfig
 
 __all__ = ["ModelFigures", "CrossedWhere", "model_figures", "cross_refusal", "cross_where", "compare_findings",
-           "probe_at", "shared_scale", "probe_findings"]
+           "probe_at", "shared_scale", "probe_findings", "ModelTraits", "Difference", "Partner", "POOLING_PARTNERS",
+           "model_traits", "model_differences", "differences_sentence", "earlier_steps", "default_partner"]
 
 
 @dataclass
@@ -54,11 +60,12 @@ def model_figures(model: SWWAE, image: torch.Tensor, *, classifier_trained: bool
 def cross_refusal(a: ModelConfig, b: ModelConfig) -> str | None:
     """Why A's decoder cannot take B's where (one line), or None when their wheres have the same shapes and kind."""
     if (a.in_channels, a.image_size) != (b.in_channels, b.image_size):
-        return (f"A takes {a.in_channels}x{a.image_size}x{a.image_size} images, B {b.in_channels}x{b.image_size}x"
-                f"{b.image_size}")
-    if (tuple(a.channels), tuple(a.pool_sizes)) != (tuple(b.channels), tuple(b.pool_sizes)):
-        return (f"their stages differ (A: channels {list(a.channels)}, pools {list(a.pool_sizes)}; B: channels "
-                f"{list(b.channels)}, pools {list(b.pool_sizes)})")
+        return f"A takes {_input_shape(a)} images, B {_input_shape(b)}"
+    if tuple(a.channels) != tuple(b.channels):
+        return f"their stages differ (A: {_slashed(a.channels)} channels, B: {_slashed(b.channels)})"
+    if tuple(a.pool_sizes) != tuple(b.pool_sizes):
+        windows = lambda config: ", ".join(f"{p}×{p}" for p in config.pool_sizes)  # noqa: E731
+        return f"their pooling windows differ (A: {windows(a)}, B: {windows(b)})"
     if (a.pooling == "soft") != (b.pooling == "soft"):
         return f"A's where is {_where_kind(a)} and B's is {_where_kind(b)}"
     return None
@@ -159,3 +166,173 @@ def probe_findings(a: dict[int, ShiftStage], b: dict[int, ShiftStage]) -> list[s
         if parts:
             lines.append(f"Stage {stage + 1}: " + "; ".join(parts) + ".")
     return lines
+
+
+# ---- what two models differ in, and the default model B -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelTraits:
+    """What a comparison of two models can differ in, read from a checkpoint alone (`model_traits`)."""
+
+    config: ModelConfig
+    supervised: bool  # its classifier learned from labels (Checkpoint.classifier_trained)
+    dataset: str  # the dataset it was trained on
+    step: int  # training steps taken
+    run: str | None = None  # the run folder it was trained in, shared by a run's checkpoints and snapshots; None: none
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One thing two models differ in: `name`, with A's and B's value as they read on a page."""
+
+    name: str  # "pooling", "width", "supervision", ...
+    a: str
+    b: str
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.a} vs {self.b})"
+
+
+@dataclass(frozen=True)
+class Partner:
+    """The model B a comparison opens with: a file, at one of its run's snapshot steps (None: the file itself)."""
+
+    source: str
+    step: int | None = None
+
+
+# Which pooling kind a model is compared with first: hard and none are the where ablation's two ends (with where, and
+# without), and soft pooling is compared with the hard pooling it relaxes.
+POOLING_PARTNERS = {"hard": ("none", "soft"), "none": ("hard", "soft"), "soft": ("hard", "none")}
+# The order a single difference is preferred in as model B (lower first): the where story before anything else.
+_PREFERENCE = {"pooling": 0, "training step": 1, "supervision": 2, "width": 3, "convs per stage": 4, "dataset": 6}
+_OTHER = 5  # every other architecture field
+
+
+def model_traits(checkpoint: Checkpoint, *, run: str | None = None) -> ModelTraits:
+    """A checkpoint's traits; `run`: the run folder its file sits in. A file that names no dataset was trained on
+    DataConfig's default (as the shipped mnist5k where-ablation models were)."""
+    return ModelTraits(checkpoint.model_config, checkpoint.classifier_trained,
+                       checkpoint.dataset or DataConfig().dataset, checkpoint.step, run)
+
+
+def _slashed(values: Sequence) -> str:
+    return "/".join(_plain_value(v) for v in values)
+
+
+def _plain_value(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        return _slashed(value)
+    return str(value)
+
+
+def _input_shape(config: ModelConfig) -> str:
+    return f"{config.in_channels}×{config.image_size}×{config.image_size}"
+
+
+_HEAD_FIELDS = ("head_width", "dropout", "num_classes")  # the classifier head's, which only labels train
+# Architecture fields beyond pooling, width and convs per stage, with how a page names them.
+_OTHER_FIELDS = (("kernel_sizes", "kernel sizes"), ("pool_sizes", "pooling windows"), ("batch_norm", "batch norm"),
+                 ("head_width", "classifier head width"), ("dropout", "classifier dropout"), ("num_classes", "classes"),
+                 ("output_activation", "output activation"), ("noise_std", "training noise"),
+                 ("input_mean", "input mean"), ("input_std", "input std"))
+
+
+def model_differences(a: ModelTraits, b: ModelTraits) -> list[Difference]:
+    """Everything B differs from A in, the where first: pooling kind, width (channels per stage), convs per stage,
+    supervision (labels or none), dataset, input shape, training step (between a run's checkpoint and its own
+    snapshots; separate trainings' step counts are no comparison), then any other architecture field (the
+    classifier head's only when both learned from labels). Empty when the two are the same model (the same training
+    at the same step, or two trainings of one setting)."""
+    ca, cb = a.config, b.config
+    found = []
+    if ca.pooling != cb.pooling:
+        found.append(Difference("pooling", ca.pooling, cb.pooling))
+    if len(ca.channels) != len(cb.channels):
+        found.append(Difference("stages", _slashed(ca.channels), _slashed(cb.channels)))
+    elif tuple(ca.channels) != tuple(cb.channels):
+        found.append(Difference("width", _slashed(ca.channels), _slashed(cb.channels)))
+    if ca.convs_per_stage != cb.convs_per_stage:
+        found.append(Difference("convs per stage", str(ca.convs_per_stage), str(cb.convs_per_stage)))
+    if a.supervised != b.supervised:
+        found.append(Difference("supervision", *("labels" if s else "none" for s in (a.supervised, b.supervised))))
+    if a.dataset != b.dataset:
+        found.append(Difference("dataset", a.dataset, b.dataset))
+    if (ca.in_channels, ca.image_size) != (cb.in_channels, cb.image_size):
+        found.append(Difference("input shape", _input_shape(ca), _input_shape(cb)))
+    if a.run is not None and a.run == b.run and a.step != b.step:
+        found.append(Difference("training step", f"{a.step:,}", f"{b.step:,}"))
+    for field, name in _OTHER_FIELDS:
+        va, vb = getattr(ca, field), getattr(cb, field)
+        if field in ("kernel_sizes", "pool_sizes") and len(va) != len(vb):
+            continue  # other stage counts: said once, as "stages"
+        if field in _HEAD_FIELDS and not (a.supervised and b.supervised):
+            continue  # a head trained without labels predicts nothing: its shape is no difference
+        if va != vb:
+            found.append(Difference(name, _plain_value(va), _plain_value(vb)))
+    if ca.pooling == cb.pooling == "soft" and ca.soft_beta != cb.soft_beta:
+        found.append(Difference("soft-pooling β", _plain_value(ca.soft_beta), _plain_value(cb.soft_beta)))
+    return found
+
+
+def differences_sentence(differences: Sequence[Difference]) -> str:
+    """One line saying what a comparison of A and B varies: the one thing, or the things it mixes."""
+    if not differences:
+        return "A and B have the same architecture, pooling, supervision and dataset."
+    if len(differences) == 1:
+        return f"A and B differ in one thing: {differences[0]}."
+    listed = ", ".join(str(d) for d in differences[:-1]) + f" and {differences[-1]}"
+    return f"A and B differ in {listed}: the differences below mix them."
+
+
+def earlier_steps(snapshot_steps: Sequence[int], step: int) -> list[int]:
+    """A run's snapshot steps before `step`, in the order a comparison prefers them: the middle one first (far enough
+    from the start that the model has begun to learn, and from `step` that it is still forming), then outwards from
+    it, the later side first."""
+    earlier = sorted(s for s in snapshot_steps if s < step)
+    middle = len(earlier) // 2
+    order = sorted(range(len(earlier)), key=lambda i: (abs(i - middle), i < middle))
+    return [earlier[i] for i in order]
+
+
+def default_partner(a: ModelTraits, candidates: Mapping[str, ModelTraits], *, a_file: str | None = None,
+                    snapshot_steps: Sequence[int] = (), shows: Callable[[int], bool] = lambda step: True,
+                    fallbacks: Sequence[str] = ()) -> Partner | None:
+    """The model B a comparison with A opens with, one that differs from A in one thing wherever there is one:
+
+    1. A's run (`a_file`, a checkpoint of it) at an earlier snapshot step (`snapshot_steps`: its run's), the first
+       in `earlier_steps`' order that `shows(step)` says can be drawn beside A;
+    2. else a candidate (source -> its traits, in listing order) that differs from A in one thing: pooling first
+       (`POOLING_PARTNERS`: hard <-> none, soft -> hard), then the training step, supervision, width, convs per stage,
+       any other architecture field, the dataset;
+    3. else the first of `fallbacks` among the candidates that is not A;
+    4. else the candidate of A's input shape that differs from A in the fewest things; None when there is none.
+    """
+    if a_file is not None:
+        step = next((s for s in earlier_steps(snapshot_steps, a.step) if shows(s)), None)
+        if step is not None:
+            return Partner(a_file, step)
+    differences = {source: model_differences(a, traits) for source, traits in candidates.items()}
+    same_shape = {source: found for source, found in differences.items()
+                  if found and not any(d.name == "input shape" for d in found)}
+
+    def preference(item: tuple[int, str]) -> tuple[int, int, int]:
+        order, source = item
+        (difference,) = same_shape[source]
+        partners = POOLING_PARTNERS.get(a.config.pooling, ())
+        kind = partners.index(difference.b) if difference.name == "pooling" and difference.b in partners else 0
+        return _PREFERENCE.get(difference.name, _OTHER), kind, order
+
+    single = [(order, source) for order, source in enumerate(same_shape) if len(same_shape[source]) == 1]
+    if single:
+        return Partner(min(single, key=preference)[1])
+    fallback = next((source for source in fallbacks if source in same_shape), None)
+    if fallback is not None:
+        return Partner(fallback)
+    if same_shape:
+        return Partner(min(same_shape, key=lambda source: len(same_shape[source])))
+    return None

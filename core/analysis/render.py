@@ -5,18 +5,23 @@ and the benchmark and tests can call them directly.
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import io
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from core.analysis.lens import window_ties
+
 __all__ = [
-    "Mosaic", "mosaic", "mosaic_columns", "where_colors", "where_mosaic", "where_legend", "where_arrows",
+    "Mosaic", "mosaic", "mosaic_columns", "where_colors", "where_mosaic", "where_legend",
     "display_image", "diverging_rgb", "Tile", "difference_tile", "stage_difference", "recon_tiles", "swap_tiles",
     "panel_png", "swap_grid", "sequential_rgb", "tile_rgb", "crisp_pixels", "side_by_side", "unit_tiles",
-    "tile_targets", "padded_tiles",
+    "tile_targets", "padded_tiles", "TIE_RGB", "HIGHLIGHT_RGB",
 ]
 
 # Colours of the four corners of a pooling window (row, col): (0, 0), (0, 1), (1, 0), (1, 1) as fractions.
@@ -27,6 +32,10 @@ _CORNERS = np.array([
     [[0.90, 0.16, 0.40], [0.16, 0.74, 0.38]],  # bottom-left crimson, bottom-right green
 ], dtype=np.float32)
 _DIM = np.array([0.12, 0.12, 0.14], dtype=np.float32)  # colour of a switch whose what is zero
+# A tie (the window's maximum occurs more than once) chose no cell: light grey, unlike any corner and unlike the dark
+# of a faded switch, so it never reads as "top left" (the cell max pooling's scan order returns there).
+TIE_RGB = np.array([0.80, 0.80, 0.80], dtype=np.float32)
+HIGHLIGHT_RGB = np.array([0.0, 0.84, 1.0], dtype=np.float32)  # the chosen tile's outline in a mosaic
 _GAP = np.array([1.0, 1.0, 1.0], dtype=np.float32)  # padding between mosaic tiles (white, like the page)
 
 
@@ -78,11 +87,12 @@ def mosaic(maps: np.ndarray, columns: int | None = None, pad: int = 1) -> Mosaic
     return layout
 
 
-def where_colors(offsets: np.ndarray, pool_size: int, strength: np.ndarray | None = None) -> np.ndarray:
+def where_colors(offsets: np.ndarray, pool_size: int, strength: np.ndarray | None = None,
+                 tied: np.ndarray | None = None) -> np.ndarray:
     """Where offsets (..., 2) as (row, col) inside a pool_size window -> RGB (..., 3) float in [0, 1].
 
-    `strength` (...,) in [0, 1] fades each switch towards dark grey: a switch whose what is 0 (a dead ReLU)
-    points at an arbitrary cell and should not draw the eye.
+    `strength` (...,) in [0, 1] fades each switch towards dark grey, so weak switches do not draw the eye. `tied`
+    (...,) bool paints ties light grey (`TIE_RGB`): their window chose no cell, so they carry no position.
     """
     span = max(pool_size - 1, 1)
     frac = np.clip(offsets.astype(np.float32) / span, 0.0, 1.0)  # (..., 2) in [0, 1]
@@ -92,15 +102,18 @@ def where_colors(offsets: np.ndarray, pool_size: int, strength: np.ndarray | Non
     if strength is not None:
         s = np.clip(strength, 0.0, 1.0)[..., None].astype(np.float32)
         colors = s * colors + (1 - s) * _DIM
+    if tied is not None:
+        colors = np.where(np.asarray(tied, dtype=bool)[..., None], TIE_RGB, colors).astype(np.float32)
     return colors
 
 
 def where_mosaic(offsets: np.ndarray, what: np.ndarray, pool_size: int, *, fade: bool = True,
-                 columns: int | None = None) -> tuple[Mosaic, np.ndarray]:
+                 columns: int | None = None, tied: np.ndarray | None = None) -> tuple[Mosaic, np.ndarray]:
     """A stage's where maps as one RGB mosaic, plus per-pixel hover data.
 
-    offsets: (C, h, w, 2) (row, col) in the window; what: (C, h, w). With `fade`, a switch fades to dark grey as
-    its what goes to 0 (full colour from half the stage's largest what up).
+    offsets: (C, h, w, 2) (row, col) in the window; what: (C, h, w); tied (C, h, w) bool: windows whose maximum
+    repeats, painted `TIE_RGB` (no position). With `fade`, a switch fades to dark grey as its what goes to 0 (full
+    colour from half the stage's largest what up).
     -> (Mosaic of (C, h, w, 3) colours, custom (R, W, 6) float: channel, cell row, cell col, switch row,
     switch col, what; NaN in the gaps).
     """
@@ -108,7 +121,7 @@ def where_mosaic(offsets: np.ndarray, what: np.ndarray, pool_size: int, *, fade:
     if fade:
         peak = float(what.max(initial=0.0))
         strength = np.clip(what / (0.5 * peak), 0.0, 1.0) if peak > 0 else np.zeros_like(what)
-    layout = mosaic(where_colors(offsets, pool_size, strength), columns)
+    layout = mosaic(where_colors(offsets, pool_size, strength, tied), columns)
     count, h, w = what.shape
     rows, cols = np.indices((h, w))  # (h, w) each
     custom = np.full(layout.channel.shape + (6,), np.nan, dtype=np.float32)
@@ -132,31 +145,6 @@ def where_legend(pool_size: int, continuous: bool = False, cell: int = 24) -> np
         grid = np.repeat(np.arange(pool_size, dtype=np.float32), cell)  # (side,)
     offsets = np.stack(np.meshgrid(grid, grid, indexing="ij"), axis=-1)  # (side, side, 2) as (row, col)
     return where_colors(offsets, pool_size)
-
-
-def where_arrows(offsets: np.ndarray, pool_size: int, layout: Mosaic, mask: np.ndarray | None = None,
-                 length: float = 0.8) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Quiver of the switches over a where mosaic: each cell's arrow points from the cell centre towards where
-    its value came from in the pooling window.
-
-    offsets: (C, h, w, 2) (row, col); mask (C, h, w) bool, arrows drawn only where True.
-    -> (x, y) of line segments separated by NaN (one polyline trace), and (tip_x, tip_y), in mosaic pixels.
-    """
-    count, h, w = offsets.shape[:3]
-    keep = np.ones((count, h, w), dtype=bool) if mask is None else mask.astype(bool)
-    channel, row, col = np.nonzero(keep)  # (K,) each
-    tops = (channel // layout.columns) * (layout.tile[0] + layout.pad)
-    lefts = (channel % layout.columns) * (layout.tile[1] + layout.pad)
-    centre = (pool_size - 1) / 2
-    start_x, start_y = (lefts + col).astype(np.float32), (tops + row).astype(np.float32)  # (K,)
-    step = offsets[channel, row, col]  # (K, 2)
-    reach = length / max(pool_size - 1, 1)  # a corner switch gives an arrow of `length` / 2 pixels per axis
-    tip_x = start_x + (step[:, 1] - centre) * reach
-    tip_y = start_y + (step[:, 0] - centre) * reach
-    nan = np.full_like(start_x, np.nan)
-    x = np.stack([start_x, tip_x, nan], axis=1).ravel()  # (3K,): start, tip, gap
-    y = np.stack([start_y, tip_y, nan], axis=1).ravel()
-    return x, y, tip_x, tip_y
 
 
 def display_image(image: np.ndarray) -> np.ndarray:
@@ -191,7 +179,24 @@ def swap_grid(images: np.ndarray, recons: np.ndarray, pad: int = 1) -> np.ndarra
     return mosaic(np.stack(tiles), columns=k + 1, pad=pad).image
 
 
+def _dejavu() -> str | None:
+    """DejaVu Sans as matplotlib (a requirement) ships it, found without importing matplotlib: it has the glyphs
+    titles need (×, −, ÷), which Pillow's built-in font lacks."""
+    spec = importlib.util.find_spec("matplotlib")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+    return str(path) if path.is_file() else None
+
+
+@functools.lru_cache(maxsize=16)
 def _font(size: int) -> ImageFont.ImageFont:
+    path = _dejavu()
+    if path is not None:
+        try:
+            return ImageFont.truetype(path, size)
+        except OSError:
+            pass
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow without FreeType
@@ -222,7 +227,7 @@ def stage_difference(hidden: np.ndarray, what: np.ndarray) -> np.ndarray:
 def recon_tiles(image: np.ndarray, recon: np.ndarray) -> list[Tile]:
     """Input, reconstruction and their difference, from (C, H, W) arrays."""
     return [Tile("input", display_image(image)), Tile("reconstruction", display_image(recon)),
-            difference_tile("reconstruction - input", recon, image)]
+            difference_tile("recon − input", recon, image)]
 
 
 def swap_tiles(a: np.ndarray, b: np.ndarray, result) -> list[Tile]:
@@ -230,14 +235,14 @@ def swap_tiles(a: np.ndarray, b: np.ndarray, result) -> list[Tile]:
     arrays = {name: getattr(result, name).detach().float().cpu().numpy()
               for name in ("recon_a", "recon_b", "what_a_where_b", "what_b_where_a", "no_where_a", "no_where_b")}
     return [
-        Tile("A", display_image(a)), Tile("recon(A)", display_image(arrays["recon_a"])),
-        Tile("what A + where B", display_image(arrays["what_a_where_b"])),
-        Tile("where ignored recon(A)", display_image(arrays["no_where_a"])),
-        difference_tile("(what A + where B) - recon(A)", arrays["what_a_where_b"], arrays["recon_a"]),
-        Tile("B", display_image(b)), Tile("recon(B)", display_image(arrays["recon_b"])),
-        Tile("what B + where A", display_image(arrays["what_b_where_a"])),
-        Tile("where ignored recon(B)", display_image(arrays["no_where_b"])),
-        difference_tile("(what B + where A) - recon(B)", arrays["what_b_where_a"], arrays["recon_b"]),
+        Tile("A", display_image(a)), Tile("A reconstructed", display_image(arrays["recon_a"])),
+        Tile("A's content, B's switches", display_image(arrays["what_a_where_b"])),
+        Tile("A, switches ignored", display_image(arrays["no_where_a"])),
+        difference_tile("swapped − A reconstructed", arrays["what_a_where_b"], arrays["recon_a"]),
+        Tile("B", display_image(b)), Tile("B reconstructed", display_image(arrays["recon_b"])),
+        Tile("B's content, A's switches", display_image(arrays["what_b_where_a"])),
+        Tile("B, switches ignored", display_image(arrays["no_where_b"])),
+        difference_tile("swapped − B reconstructed", arrays["what_b_where_a"], arrays["recon_b"]),
     ]
 
 
@@ -247,7 +252,8 @@ def panel_png(tiles: list[Tile], columns: int, scale: int = 6) -> bytes:
     title_height, margin = 22, 10
     h, w = tiles[0].image.shape[:2]
     cell_w = max(w * scale, int(draw_width(font, max((t.title for t in tiles), key=len))) + 4)
-    cell_h = h * scale + title_height
+    bar_space = 28 if any(t.signed for t in tiles) else 0  # a signed tile gets its colour scale under it
+    cell_h = h * scale + title_height + bar_space
     rows = math.ceil(len(tiles) / columns)
     canvas = Image.new("RGB", (columns * (cell_w + margin) + margin, rows * (cell_h + margin) + margin), "white")
     draw = ImageDraw.Draw(canvas)
@@ -262,9 +268,26 @@ def panel_png(tiles: list[Tile], columns: int, scale: int = 6) -> bytes:
         left, top = margin + col * (cell_w + margin), margin + row * (cell_h + margin)
         draw.text((left + cell_w // 2, top + title_height // 2), tile.title, fill="black", font=font, anchor="mm")
         canvas.paste(Image.fromarray(pixels), (left + (cell_w - w * scale) // 2, top + title_height))
+        if tile.signed:
+            _signed_bar(canvas, draw, (left + (cell_w - w * scale) // 2, top + title_height + h * scale + 4),
+                        w * scale, tile.scale)
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG", compress_level=1)  # a few times faster than the default 6; local bytes
     return buffer.getvalue()
+
+
+def _signed_bar(canvas: Image.Image, draw: ImageDraw.ImageDraw, origin: tuple[int, int], width: int,
+                scale: float) -> None:
+    """The diverging scale of a signed tile: a bar from -scale (blue) through 0 (white) to +scale (red), labelled."""
+    ramp = np.linspace(-scale, scale, max(width, 2), dtype=np.float32)[None, :].repeat(7, axis=0)  # (7, width)
+    pixels = (diverging_rgb(ramp, scale) * 255).round().astype(np.uint8)
+    left, top = origin
+    canvas.paste(Image.fromarray(pixels), (left, top))
+    draw.rectangle((left, top, left + width - 1, top + 6), outline=(170, 170, 170))
+    font = _font(11)
+    for text, x, anchor in ((f"−{scale:.2g}", left, "lt"), ("0", left + width // 2, "mt"),
+                            (f"+{scale:.2g}", left + width, "rt")):
+        draw.text((x, top + 9), text, fill=(60, 60, 60), font=font, anchor=anchor)
 
 
 def padded_tiles(tiles: list[Tile]) -> list[Tile]:
@@ -336,7 +359,8 @@ def unit_tiles(view, pool_size: int) -> list[Tile]:
     return [
         Tile(f"pre-pool, max {high:.2g}", sequential_rgb(view.pre_pool, low, high)),
         Tile(f"what, max {peak:.2g}", sequential_rgb(view.what, low, high)),
-        Tile(f"where (pool {pool_size})", where_colors(view.where_offset, pool_size, strength)),
+        Tile(f"where, {pool_size}×{pool_size} windows (grey: tie)",
+             where_colors(view.where_offset, pool_size, strength, window_ties(view.pre_pool, pool_size))),
         Tile("decoding of this unit", display_image(view.decoding)),
         Tile(f"contribution ±{contribution.scale:.2g}", contribution.image, signed=True,
              scale=contribution.scale),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core.analysis.lens import window_ties
 from core.analysis.running import as_batch, batch_size_for, cat_encodings, evaluating, mse_of
 from core.model import SWWAE, Decoding, Encoding, where_offsets
 
@@ -25,6 +26,7 @@ class StageView:
     where_offset: np.ndarray  # (C, h, w, 2) (row, col) offset inside the window, float
     where_id: np.ndarray  # (C, h, w) int, row * pool_size + col of the (rounded) offset
     unpooled: np.ndarray  # (C, H, W) what placed back with where, as the decoder sees it
+    tied: np.ndarray  # (C, h, w) bool: the window's maximum occurs more than once, so its switch is no choice
     hidden: np.ndarray | None  # (C, h, w) decoder's reconstruction of `what`; None for the top stage
     mid_mse: float | None  # the L2M term: mean squared error of hidden against what
 
@@ -51,6 +53,7 @@ def layer_views(model: SWWAE, image: torch.Tensor) -> tuple[list[StageView], Enc
             where_offset=offsets.cpu().numpy(),
             where_id=(cells[..., 0] * pool_size + cells[..., 1]).cpu().numpy(),
             unpooled=decoding.unpooled[stage][0].float().cpu().numpy(),
+            tied=window_ties(encoding.pre_pool[stage][0], pool_size),
             hidden=None if hidden is None else hidden[0].float().cpu().numpy(),
             mid_mse=None if hidden is None else mse_of(hidden, encoding.whats[stage]),
         ))

@@ -49,6 +49,7 @@ HOLDOUT_SEED = 0  # fixed: the train/validation split never changes
 FOLDER_PREFIX = "folder:"
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 RGB -> grayscale
 BYTES_PER_FLOAT = 4
+CONVERT_BYTES = 64 * 2**20  # float pixels at the file's size converted at once (see _convert_rows)
 
 # name -> (channels, image size) as the files store them
 NATIVE_SHAPES = {
@@ -272,15 +273,33 @@ def materialize(subset: LabeledSubset, *, keep_bytes: bool = False) -> torch.Ten
     if isinstance(subset.base, torch.utils.data.TensorDataset):
         images = subset.base.tensors[0][subset.index]  # (N, C, H, W)
     elif isinstance(subset.base, ArrayDataset):
-        pixels = subset.base.data[subset.index][:, None]  # (N, 1, H, W) uint8
         if keep_bytes and _keeps_bytes(subset):
-            return pixels
-        images = pixels.float().div_(255.0)
+            return subset.base.data[subset.index][:, None]  # (N, 1, H, W) uint8
+        return _convert_rows(subset)
     else:
         images = _array_images(subset.base, subset.index)  # fast path: straight from the file's pixel array
     if images is None:  # an image folder: decode and convert one image at a time
         return torch.stack([subset[i][0] for i in range(len(subset))])
     return convert_images(images, channels=subset.channels, image_size=subset.image_size)
+
+
+def _convert_rows(subset: LabeledSubset) -> torch.Tensor:
+    """The converted (N, C, image_size, image_size) floats of an IDX subset, made CONVERT_BYTES of floats at the
+    file's size at a time: 1,000 examples of 1024x1024 pixels would otherwise pass through 4 GB of floats on their
+    way to the model's 28x28."""
+    data = subset.base.data  # (M, H, W) uint8
+    rows_per_chunk = max(1, CONVERT_BYTES // (data[0].numel() * BYTES_PER_FLOAT))
+    converted = None
+    for start in range(0, len(subset.index), rows_per_chunk):
+        rows = subset.index[start:start + rows_per_chunk]
+        pixels = data[rows][:, None].float().div_(255.0)  # (n, 1, H, W)
+        chunk = convert_images(pixels, channels=subset.channels, image_size=subset.image_size)  # (n, C, S, S)
+        if converted is None:
+            converted = chunk.new_empty((len(subset.index), *chunk.shape[1:]))  # (N, C, S, S)
+        converted[start:start + len(rows)] = chunk
+    if converted is None:  # no rows: the shape an empty conversion has
+        return convert_images(data[:0][:, None].float(), channels=subset.channels, image_size=subset.image_size)
+    return converted
 
 
 def load_split(config: DataConfig, split: str, *, channels: int | None = None,

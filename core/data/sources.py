@@ -1,7 +1,8 @@
 """Where a dataset's official splits come from: IDX files for MNIST and Fashion-MNIST (core.data.idx, found in
 torchvision's layout, a plain folder or the system's dataset packages), torchvision for CIFAR-10, SVHN and STL-10,
-and an image folder for `folder:PATH`. Each returns a Dataset of (image (C, H, W) float in [0, 1], label) whose
-`targets` are the labels; IDX and torchvision datasets also expose their raw pixel array as `data`.
+and an image folder for `folder:PATH` (listed by core.data.folders: each file once, in a bounded walk). Each returns
+a Dataset of (image (C, H, W) float in [0, 1], label) whose `targets` are the labels; IDX and torchvision datasets
+also expose their raw pixel array as `data`.
 """
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from core.data.folders import FolderError, list_folder
 from core.data.idx import IDX_FILES, TORCHVISION_FOLDERS, find_idx, idx_search_dirs, load_idx_split
 
 __all__ = ["DatasetUnavailable", "ArrayDataset", "official_split", "folder_dataset", "INSTALL_HINTS", "missing_files"]
@@ -115,16 +118,32 @@ def _torchvision_split(name: str, which: str, *, data_dir: str, download: bool) 
     ) from None
 
 
-def folder_dataset(path: str, *, val_fraction: float, seed: int) -> tuple[Dataset, torch.Tensor, torch.Tensor]:
-    """An ImageFolder (one sub-folder per class) with its (train rows, val rows): a seeded split."""
-    from torchvision.datasets import ImageFolder
-    from torchvision.transforms import ToTensor
+class FolderDataset(Dataset):
+    """An image folder's images as (image (3, H, W) float in [0, 1], class index), with `classes`, `samples` and
+    `targets` as torchvision's ImageFolder has them, but listed by core.data.folders (loops end, each file once)."""
 
+    def __init__(self, root: str):
+        self.root = root
+        self.classes, self.samples = list_folder(root)
+        self.targets = [label for _, label in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[i]
+        pixels = torch.from_numpy(np.array(_load_rgb(path), dtype=np.uint8))  # (H, W, 3)
+        return pixels.permute(2, 0, 1).float().div_(255.0), label  # (3, H, W), as torchvision's ToTensor
+
+
+def folder_dataset(path: str, *, val_fraction: float, seed: int) -> tuple[Dataset, torch.Tensor, torch.Tensor]:
+    """An image folder (one sub-folder per class) with its (train rows, val rows): a seeded split. Each file is one
+    row, so no image is in both."""
     if not Path(path).is_dir():
         raise DatasetUnavailable(f"image folder {path!r} does not exist")
     try:
-        folder = ImageFolder(path, transform=ToTensor(), loader=_load_rgb)
-    except (FileNotFoundError, RuntimeError) as exc:
+        folder = FolderDataset(path)
+    except (FolderError, OSError) as exc:
         raise DatasetUnavailable(f"image folder {path!r}: {str(exc).splitlines()[0]}") from None
     order = torch.randperm(len(folder), generator=torch.Generator().manual_seed(seed))
     val_count = max(1, math.ceil(len(folder) * val_fraction))

@@ -109,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
                      "split) on the test split, the only time it is read; printed as 'test accuracy' and kept in "
                      "status.json")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--claim-fd", type=int, metavar="FD", help="(set by core.runs.launcher) the --run folder's lock, "
+                     "already claimed by the process that started this one, inherited as descriptor FD")
     add_dataclass_arguments(parser, DataConfig, "data (DataConfig)")
     add_dataclass_arguments(parser, TrainConfig, "training (TrainConfig)")
     add_dataclass_arguments(parser, ModelConfig, "model (ModelConfig; defaults follow the dataset)")
@@ -153,11 +155,15 @@ def _summary(result: TrainResult) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    claim = None
     try:
         if args.resume and not args.run:
             raise ValueError("--resume needs --run DIR")
         if args.dry_run and not args.run and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ValueError("--dry-run under torchrun needs --run DIR (every rank must use the same folder)")
+        if args.claim_fd is not None and (not args.run or args.dry_run):
+            raise ValueError("--claim-fd passes a launcher's claim on --run DIR down to a run, not to a dry run")
+        claim = rundir.inherit_claim(args.run, args.claim_fd) if args.claim_fd is not None else None
         model_config, train_config, data_config = _configs(args)
         run = args.run or (tempfile.mkdtemp(prefix="swwae-dry-run-") if args.dry_run else
                            str(runs_root() / default_run_name(data_config.dataset)))
@@ -168,17 +174,22 @@ def main(argv: list[str] | None = None) -> int:
             data_config = replace(data_config, max_train=DRY_RUN_STEPS_PER_EPOCH * train_config.batch_size * world,
                                   max_val=DRY_RUN_VAL_SAMPLES)
             train_config = replace(train_config, epochs=1, log_every=1, max_steps=0)
-            train(model_config, train_config, data_config, resume=False, new_only=True,  # never into a real run
-                  **{**common, "export_path": None, "test": False})
-            train_config = replace(train_config, epochs=2)
-            result = train(model_config, train_config, data_config, resume=True, **common)
-            load_checkpoint(Path(run) / rundir.LAST_CHECKPOINT)  # the file must load back
+            # new_only: never into a real run
+            result = train(model_config, train_config, data_config, resume=False, new_only=True,
+                           **{**common, "export_path": None, "test": False})
+            if result.state == "finished":  # a stopped first half ends the dry run
+                train_config = replace(train_config, epochs=2)
+                result = train(model_config, train_config, data_config, resume=True, **common)
+                load_checkpoint(Path(run) / rundir.LAST_CHECKPOINT)  # the file must load back
         else:
-            result = train(model_config, train_config, data_config, resume=args.resume, **common)
+            result = train(model_config, train_config, data_config, resume=args.resume, claim=claim, **common)
     except (ValueError, TypeError, OSError, CheckpointError, rundir.RunDirError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         return EXIT_FAILED if isinstance(exc, OSError) and exc.errno in FAILURE_ERRNOS else EXIT_BAD_INPUT
+    finally:
+        if claim is not None:
+            claim.release()
     if int(os.environ.get("RANK", "0")) == 0:
         print(_summary(result))
         print(f"run directory: {run}")

@@ -9,6 +9,11 @@ started; pid_start is rundir.process_start_time, so a reused pid does not pass f
     launched = launch(runs_root() / "demo", configs)     # refuses a busy run directory (RunDirError)
     stop(run_dir)                                          # STOP file (core.training.rundir.request_stop)
     resume(run_dir, epochs=20)                             # relaunch with --resume
+
+`launch` claims the run folder itself (rundir.claim: one atomic flock) before it starts the process, and hands the
+claim down (the child inherits the locked file, `--claim-fd`): of two launches of one name at the same moment (two
+sessions pressing Start), one starts and the other is refused before it reports anything, and no process is
+started only to be refused.
 """
 from __future__ import annotations
 
@@ -148,25 +153,41 @@ def _check_free(run_dir: Path, *, resume: bool) -> None:
 
 def launch(run_dir: str | os.PathLike, configs: Configs | None = None, *, resume: bool = False,
            **train_overrides: Any) -> Launched:
-    """Start `python -m core.train` for `run_dir` as a detached process (own session, output in train.log).
-    Raises RunDirError when the directory is busy, already holds a run (new) or holds none (resume)."""
+    """Start `python -m core.train` for `run_dir` as a detached process (own session, output in train.log), holding
+    the run's claim from before the start (see the module). Raises RunDirError (one line) when the directory is
+    busy (another launch or trainer holds it), already holds a run (new) or holds none (resume)."""
     run_dir = Path(run_dir).resolve()
-    _check_free(run_dir, resume=resume)
+    _check_free(run_dir, resume=resume)  # read only: a refused launch creates nothing
     command = train_command(run_dir, configs, resume=resume, **train_overrides)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.clear_stop(run_dir)
-    started = time.time()  # before the process can write its first status
-    log_path = run_dir / LOG_FILE
-    with rundir.open_no_follow(log_path) as log:
-        log.write(f"\n$ {' '.join(command)}  # {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
-        log.flush()
-        process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-    CHILDREN[process.pid] = process  # polled by monitor.reap, so it never lingers as a zombie
-    launch_record = {"pid": process.pid, "pid_start": rundir.process_start_time(process.pid),
-                     "host": socket.gethostname(), "command": command, "started": started}
-    atomic_write_bytes(run_dir / LAUNCH_FILE, (json.dumps(launch_record, indent=2) + "\n").encode())
+    claim = _claim(run_dir)
+    try:
+        _check_free(run_dir, resume=resume)  # again, now that no other launch or trainer can start here
+        rundir.clear_stop(run_dir)
+        started = time.time()  # before the process can write its first status
+        log_path = run_dir / LOG_FILE
+        with rundir.open_no_follow(log_path) as log:
+            log.write(f"\n$ {' '.join(command)}  # {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+            log.flush()
+            process = subprocess.Popen([*command, "--claim-fd", str(claim.fileno())], cwd=ROOT,
+                                       stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                       env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+                                       pass_fds=(claim.fileno(),))
+        CHILDREN[process.pid] = process  # polled by monitor.reap, so it never lingers as a zombie
+        launch_record = {"pid": process.pid, "pid_start": rundir.process_start_time(process.pid),
+                         "host": socket.gethostname(), "command": command, "started": started}
+        atomic_write_bytes(run_dir / LAUNCH_FILE, (json.dumps(launch_record, indent=2) + "\n").encode())
+    finally:
+        claim.release()  # the child holds the lock from here, through its inherited descriptor
     return Launched(process.pid, command, log_path)
+
+
+def _claim(run_dir: Path) -> rundir.Claim:
+    """The run folder's claim (rundir.claim), refused in the launcher's words when another process holds it."""
+    try:
+        return rundir.claim(run_dir)
+    except rundir.RunBusy:
+        raise rundir.RunBusy(f"run {run_dir.name} is busy: another launch or training process holds it; stop it "
+                             "first or choose another name") from None
 
 
 def resume(run_dir: str | os.PathLike, **train_overrides: Any) -> Launched:
@@ -175,8 +196,9 @@ def resume(run_dir: str | os.PathLike, **train_overrides: Any) -> Launched:
 
 
 def stop(run_dir: str | os.PathLike) -> None:
-    """Ask a run to stop after its current step (STOP file). A process that has not started training yet (and
-    so would clear the STOP file) also gets SIGTERM. Raises RunDirError when the run is not active."""
+    """Ask a run to stop (STOP file): at once while it sets up (loading data) or waits for a batch, else after its
+    current step. A process that has not reported yet (still importing, or one that would clear the STOP file when
+    it claims the folder) also gets SIGTERM. Raises RunDirError when the run is not active."""
     run_dir = Path(run_dir)
     summary = summarize(run_dir)
     if not summary.active:

@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -32,7 +32,7 @@ from core.training.distributed import (DistContext, all_reduce_sum, broadcast_bu
 from core.training.evaluate import evaluate, is_better
 from core.training.optim import build_optimizer, restore_optimizer
 from core.training.schedule import learning_rate, snapshot_steps
-from core.training.state import Run, StopSignal, set_rng_state
+from core.training.state import Run, StopRequested, StopSignal, set_rng_state
 from core.training.step import StepWindow, autocast, loss_term_names, memory_format, training_net
 
 __all__ = ["train"]
@@ -73,30 +73,33 @@ def _check_resumable(run_dir: Path, *, resume: bool) -> None:
 RUN_FILES = (rundir.CONFIG_FILE, rundir.METRICS_FILE, rundir.STATUS_FILE, rundir.LAST_CHECKPOINT)
 
 
-def _claim_run_dir(run_dir: Path, *, resume: bool, new_only: bool) -> rundir.Claim:
-    """Hold the run directory for this run (refused while another trainer holds it). Nothing in it changes until
-    every input has been checked: a refused resume leaves a finished run as it was. `new_only` (a dry run) refuses
-    a folder that holds any run, before touching it."""
+def _claim_run_dir(run_dir: Path, *, resume: bool, new_only: bool, held: rundir.Claim | None) -> rundir.Claim:
+    """Hold the run directory for this run (refused while another trainer holds it), or check it under the claim
+    the caller `held` already. Nothing in it changes until every input has been checked: a refused resume leaves a
+    finished run as it was. `new_only` (a dry run) refuses a folder that holds any run, before touching it."""
     if new_only and any((run_dir / name).exists() for name in RUN_FILES):
         raise rundir.RunDirError(f"{run_dir} holds a run: a dry run never writes into an existing run; give it a new "
                                  "folder (or none)")
-    claim = rundir.claim(run_dir)
+    claim = held or rundir.claim(run_dir)
     try:
         _check_resumable(run_dir, resume=resume)
     except BaseException:
-        claim.release()
+        if held is None:
+            claim.release()
         raise
-    rundir.clear_stop(run_dir)  # a STOP left from before is no request to this run; one made from now on is
+    if held is None:  # a STOP left from before is no request to this run; one made from now on is. (A launcher
+        rundir.clear_stop(run_dir)  # that passed its claim down cleared it then: one made since is this run's.)
     return claim
 
 
-def _claim_on_rank_0(run_dir: Path | None, ddp: DistContext, *, resume: bool, new_only: bool) -> rundir.Claim | None:
+def _claim_on_rank_0(run_dir: Path | None, ddp: DistContext, *, resume: bool, new_only: bool,
+                     held: rundir.Claim | None) -> rundir.Claim | None:
     """Rank 0 claims the run directory; a refusal is raised on every rank, with rank 0's one-line reason, so no
     rank waits for a run that will not start."""
     claim, refusal = None, None
     if run_dir is not None and ddp.is_main:
         try:
-            claim = _claim_run_dir(run_dir, resume=resume, new_only=new_only)
+            claim = _claim_run_dir(run_dir, resume=resume, new_only=new_only, held=held)
         except (rundir.RunDirError, OSError, ValueError) as exc:
             refusal = exc
     reason = broadcast_text(_first_line(refusal) if refusal is not None else None, ddp)
@@ -124,36 +127,61 @@ def train(
     export_path: str | os.PathLike | None = None,
     test: bool = False,
     new_only: bool = False,
+    claim: rundir.Claim | None = None,
 ) -> TrainResult:
     """Train from scratch (or from run_dir/last.pt when `resume`) and return how it ended.
 
     Rank 0 writes the run directory (if given) and calls `on_record` with each metrics record. The run stops
-    ('stopped') on SIGINT/SIGTERM, a STOP file in run_dir or `should_stop()`, after finishing its step;
+    ('stopped') on SIGINT/SIGTERM, a STOP file in run_dir or `should_stop()`: after finishing its step, or at once
+    while it sets up (loading data) or waits for a batch (StopSignal), with last.pt at the last finished step;
     it fails ('failed', result returned, not raised) on a non-finite loss, keeping the last good checkpoint.
     `export_path`: at the end, also write the best weights (no optimizer state) there, e.g. a shipped model.
     `test`: once finished, evaluate best.pt's weights (chosen on 'val') on the 'test' split: TrainResult.test_eval,
     and "test" in status.json. Nothing else ever reads the test split. `new_only`: refuse a run_dir that already
-    holds a run (a dry run never writes into one).
+    holds a run (a dry run never writes into one). `claim`: run_dir's claim, when the caller holds it already (a
+    process started by core.runs.launcher inherits the launcher's); it stays the caller's to release.
     Raises ValueError / CheckpointError / RunDirError / DatasetUnavailable for bad input.
     """
     check_configs(model_config, train_config, data_config)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     ddp = init_distributed(use_cuda=resolve_device(train_config.device, local_rank=local_rank).type == "cuda")
     run_dir = Path(run_dir) if run_dir is not None else None
-    claim: rundir.Claim | None = None
+    held, claim = claim, None
     try:
-        with StopSignal() as stop_signal:
-            claim = _claim_on_rank_0(run_dir, ddp, resume=resume, new_only=new_only)  # rank 0 alone writes
-            return _run(model_config, train_config, data_config, ddp=ddp, stop_signal=stop_signal, run_dir=run_dir,
-                        resume=resume, on_record=on_record, should_stop=should_stop, progress=progress,
-                        export_path=export_path, test=test)
+        with StopSignal() as stop_signal:  # until training starts, a stop raises StopRequested at once
+            try:
+                with stop_signal.deferred():  # rank 0 alone writes, holding the claim
+                    claim = _claim_on_rank_0(run_dir, ddp, resume=resume, new_only=new_only, held=held)
+                    if claim is not None:
+                        stop_signal.watch(run_dir, interrupt=not ddp.enabled)
+                return _run(model_config, train_config, data_config, ddp=ddp, stop_signal=stop_signal,
+                            run_dir=run_dir, resume=resume, on_record=on_record, should_stop=should_stop,
+                            progress=progress, export_path=export_path, test=test)
+            except StopRequested:
+                writer = run_dir if claim is not None else None  # rank 0 (holding the claim) alone writes
+                return _stopped_before_training(model_config, train_config, writer, resume=resume)
     except BaseException as exc:  # leave no "running" status behind a dead run
         if claim is not None:
             _mark_failed(run_dir, exc)
         raise
     finally:
-        if claim is not None:
+        if claim is not None and claim is not held:
             claim.release()
+
+
+def _stopped_before_training(model_config: ModelConfig, train_config: TrainConfig, writer: Path | None, *,
+                             resume: bool) -> TrainResult:
+    """A stop while the run set up (building the model, loading data: a read that may never end): status.json
+    "stopped" (a resumed run keeps the step it stood at), no partial file of an interrupted write. Nothing else
+    was changed yet: last.pt, metrics and snapshots are as they were."""
+    previous = (rundir.read_status(writer) or {}) if writer is not None and resume else {}
+    step, epoch = int(previous.get("step") or 0), int(previous.get("epoch") or 0)
+    message = f"stopped before training {'resumed' if resume else 'started'} (while setting up, e.g. loading data)"
+    if writer is not None:
+        rundir.remove_partial_writes(writer)
+        rundir.write_status(writer, "stopped", step=step, epoch=epoch, message=message, epochs=train_config.epochs)
+        rundir.clear_stop(writer)
+    return TrainResult("stopped", step, epoch, message, SWWAE(model_config))
 
 
 def _mark_failed(run_dir: Path, exc: BaseException) -> None:
@@ -174,6 +202,7 @@ def _run(model_config, train_config, data_config, *, ddp, stop_signal, run_dir, 
     """Set up (or resume), then epochs of optimisation steps, each epoch closed by an evaluation and checkpoints."""
     run = _set_up(model_config, train_config, data_config, ddp=ddp, run_dir=run_dir, resume=resume,
                   stop_signal=stop_signal, should_stop=should_stop, on_record=on_record, export_path=export_path)
+    stop_signal.training()  # from here a stop lets the step finish (or ends a wait for a batch)
     if progress and ddp.is_main:
         from tqdm import tqdm
         run.progress_bar = tqdm(total=run.total_steps, initial=run.step, unit="step", dynamic_ncols=True)
@@ -182,15 +211,24 @@ def _run(model_config, train_config, data_config, *, ddp, stop_signal, run_dir, 
     if metrics is not None and not run.resumed and metrics.is_file() and metrics.stat().st_size:
         _void_earlier_attempt(run)
     message = f"already trained {run.step} of {run.total_steps} steps"
-    while run.epoch < train_config.epochs and run.step < run.total_steps:
+    while run.epoch < train_config.epochs and (run.step < run.total_steps or _epoch_unclosed(run)):
         ended = _train_epoch(run)
         if ended is not None:
             return ended  # stopped, or failed on a non-finite loss
-        _evaluate_and_checkpoint(run)
+        try:
+            _evaluate_and_checkpoint(run)
+        except StopRequested:  # while waiting for a validation batch: the epoch's steps are done, its evaluation
+            run.epoch -= 1  # is not; last.pt says so, and the resume evaluates it before it trains on
+            return _stopped(run, f"stopped at step {run.step}, before the evaluation of epoch {run.epoch + 1}")
         message = f"trained {run.step} steps, {run.epoch} epochs"
     if test:
         run.test_eval = _evaluate_test(run, model_config, data_config, run_dir)
     return run.finish("finished", message)
+
+
+def _epoch_unclosed(run: Run) -> bool:
+    """Whether the current epoch's steps are all done and it was not closed (a stop cut its evaluation short)."""
+    return run.step == (run.epoch + 1) * run.steps_per_epoch
 
 
 def _void_earlier_attempt(run: Run) -> None:
@@ -288,28 +326,44 @@ def _train_epoch(run: Run) -> TrainResult | None:
     """Optimisation steps to the end of the epoch (or of max_steps), logging as it goes. Returns the result when
     the run stops or fails on the way, else None."""
     run.model.train()
-    for images, labels in run.train_batches.epoch(run.epoch, start_step=run.step - run.epoch * run.steps_per_epoch):
-        for group in run.optimizer.param_groups:
-            group["lr"] = learning_rate(run.step, config=run.config, total_steps=run.total_steps)
-        terms, logits = run.optimisation_step(images, labels)
-        run.window.add(run.step, terms, logits, labels)
-        run.step += 1
-        run.save_snapshot()
-        if run.progress_bar is not None:
-            run.progress_bar.update(1)
-        # Single process: look for a stop request every step (cheap, no device sync). DDP: at log steps, where all
-        # ranks agree through the all-reduce, so they stop at the same step.
-        local_stop = not run.ddp.enabled and run.stop_requested()
-        end_of_epoch = run.step % run.steps_per_epoch == 0
-        if local_stop or run.step % run.config.log_every == 0 or end_of_epoch or run.step >= run.total_steps:
-            ended = _log_and_check(run, end_of_epoch=end_of_epoch)
-            if ended is not None:
-                return ended
-        if run.step >= run.total_steps:
-            break
-    if run.step == (run.epoch + 1) * run.steps_per_epoch:  # the epoch ran to its end (not cut short by max_steps)
+    batches = run.train_batches.epoch(run.epoch, start_step=run.step - run.epoch * run.steps_per_epoch)
+    try:
+        for images, labels in _waiting_interruptibly(run, batches):
+            for group in run.optimizer.param_groups:
+                group["lr"] = learning_rate(run.step, config=run.config, total_steps=run.total_steps)
+            terms, logits = run.optimisation_step(images, labels)
+            run.window.add(run.step, terms, logits, labels)
+            run.step += 1
+            run.save_snapshot()
+            if run.progress_bar is not None:
+                run.progress_bar.update(1)
+            # Single process: look for a stop request every step (cheap, no device sync). DDP: at log steps, where
+            # all ranks agree through the all-reduce, so they stop at the same step.
+            local_stop = not run.ddp.enabled and run.stop_requested()
+            end_of_epoch = run.step % run.steps_per_epoch == 0
+            if local_stop or run.step % run.config.log_every == 0 or end_of_epoch or run.step >= run.total_steps:
+                ended = _log_and_check(run, end_of_epoch=end_of_epoch)
+                if ended is not None:
+                    return ended
+            if run.step >= run.total_steps:
+                break
+    except StopRequested:  # while waiting for the next batch (a slow or blocked read): stop at the last step done
+        return _log_and_check(run, end_of_epoch=False) or _stopped(run, f"stopped at step {run.step}")
+    if _epoch_unclosed(run):  # the epoch ran to its end (not cut short by max_steps)
         run.epoch += 1
     return None
+
+
+def _waiting_interruptibly(run: Run, batches: Iterable) -> Iterator:
+    """`batches`, each waited for inside StopSignal.interruptible(): a stop while a read blocks raises StopRequested
+    (one process; under DDP the ranks must stop at one step, which they agree on at log steps)."""
+    batches = iter(batches)
+    while True:
+        with run.stop_signal.interruptible(enabled=not run.ddp.enabled):
+            batch = next(batches, None)
+        if batch is None:
+            return
+        yield batch
 
 
 def _log_and_check(run: Run, *, end_of_epoch: bool) -> TrainResult | None:
@@ -319,14 +373,19 @@ def _log_and_check(run: Run, *, end_of_epoch: bool) -> TrainResult | None:
     if failure:
         return run.finish("failed", failure)
     if stop:
-        run.save(rundir.LAST_CHECKPOINT)
-        if run.writer is not None:
-            rundir.clear_stop(run.writer)
-        return run.finish("stopped", f"stopped at step {run.step}")
+        return _stopped(run, f"stopped at step {run.step}")
     if run.config.checkpoint_every and run.step % run.config.checkpoint_every == 0 and not end_of_epoch:
         run.save(rundir.LAST_CHECKPOINT)
     run.status("running")
     return None
+
+
+def _stopped(run: Run, message: str) -> TrainResult:
+    """End the run on a stop request: last.pt at the last finished step, the STOP file honoured (removed)."""
+    run.save(rundir.LAST_CHECKPOINT)
+    if run.writer is not None:
+        rundir.clear_stop(run.writer)
+    return run.finish("stopped", message)
 
 
 def _flush_window(run: Run) -> tuple[str | None, bool]:
@@ -365,7 +424,8 @@ def _evaluate_and_log(run: Run) -> dict[str, Any]:
     model, tc = run.model, run.config
     if run.ddp.enabled:  # BatchNorm running stats drift per rank; evaluate everyone with rank 0's
         broadcast_buffers(model)
-    metrics = evaluate(model, run.val_batches.in_order(), config=tc, device=run.device, distributed=run.ddp.enabled)
+    metrics = evaluate(model, _waiting_interruptibly(run, run.val_batches.in_order()), config=tc, device=run.device,
+                       distributed=run.ddp.enabled)  # a stop while a batch is read raises StopRequested: no record
     record = {"kind": "eval", "step": run.step, "epoch": run.epoch, **metrics}
     record["best"] = is_better(record, run.best_eval, by_accuracy=tc.mode != "unsupervised")
     run.emit(record)

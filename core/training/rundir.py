@@ -32,8 +32,12 @@
                       "pid_start" is the process' start time (Linux clock ticks since boot, /proc/<pid>/stat
                       field 22): a pid reused by another process does not pass for the run.
       lock            held (fcntl.flock, exclusive) by the one trainer that writes this directory, for the whole run;
-                      the kernel releases it when that process dies, however it dies.
-      STOP            created by anyone to ask the run to stop after the current step (removed when honoured)
+                      the kernel releases it when that process dies, however it dies. Taking it is the one atomic
+                      check-and-claim of a run name: core.runs.launcher takes it before it starts a trainer and hands
+                      it down (the child inherits the locked file, `inherit_claim`), so of two launches at once one
+                      starts and the other is refused before anything says "started".
+      STOP            created by anyone to ask the run to stop (removed when honoured): the trainer watches for it and
+                      stops at once while it sets up or waits for data, else after the current step
       samples/epoch_0001.png   at each evaluation: validation images (top row) over their reconstructions
       last.pt, best.pt         checkpoints (core.model.checkpoint format), written atomically: last.pt at every epoch
                                end, on stop and every TrainConfig.checkpoint_every steps; best.pt after an
@@ -69,10 +73,10 @@ from core.model import atomic_write_bytes
 __all__ = [
     "open_no_follow", "check_no_links", "LINKS_REFUSED",
     "CONFIG_FILE", "METRICS_FILE", "STATUS_FILE", "STOP_FILE", "LAST_CHECKPOINT", "BEST_CHECKPOINT", "SAMPLES_DIR",
-    "LOCK_FILE", "STATES", "RunDirError",
+    "LOCK_FILE", "STATES", "RunDirError", "RunBusy",
     "write_config", "read_config", "append_metrics", "is_record", "read_metrics", "write_status", "read_status",
     "load_status", "process_start_time", "pid_alive", "is_live", "check_not_running", "Claim", "claim",
-    "request_stop", "stop_requested", "clear_stop",
+    "inherit_claim", "remove_partial_writes", "request_stop", "stop_requested", "clear_stop",
     "write_samples", "list_samples", "SNAPSHOTS_DIR", "snapshot_path", "list_snapshots", "remove_snapshots_after",
 ]
 
@@ -91,6 +95,10 @@ STATES = ("running", "finished", "stopped", "failed")
 
 class RunDirError(Exception):
     """A run directory that cannot be used as asked; the message is one line saying why."""
+
+
+class RunBusy(RunDirError):
+    """Another process holds the run directory's lock (a trainer, or a launch starting one)."""
 
 
 def _write_json(path: Path, values: dict[str, Any]) -> None:
@@ -278,14 +286,19 @@ class Claim:
     def __init__(self, lock: IO[bytes]):
         self._lock = lock
 
+    def fileno(self) -> int:
+        """The locked file's descriptor, for a child process to inherit the claim (`inherit_claim`)."""
+        return self._lock.fileno()
+
     def release(self) -> None:
-        self._lock.close()  # closing the file releases the flock
+        self._lock.close()  # the flock goes with the last descriptor of the locked file (a child may keep one)
 
 
 def claim(run_dir: str | os.PathLike) -> Claim:
     """Make `run_dir` this process' own: take its lock file's exclusive flock (the kernel drops it when the process
-    dies), refuse a directory another process holds or a live run on another host holds (RunDirError), then remove
-    the temporary files of atomic writes a killed trainer left behind. Hold the Claim for the run's whole life."""
+    dies), refuse a directory another process holds (RunBusy) or a live run on another host holds (RunDirError),
+    then remove the temporary files of atomic writes a killed trainer left behind. Hold the Claim for the run's
+    whole life."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     check_no_links(run_dir)
@@ -295,20 +308,42 @@ def claim(run_dir: str | os.PathLike) -> Claim:
     except BlockingIOError:
         lock.close()
         status = read_status(run_dir) or {}
-        raise RunDirError(f"{run_dir} is in use by a running training process (pid {status.get('pid', '?')}); "
-                          f"stop it first (create {run_dir / STOP_FILE}) or choose another --run") from None
+        raise RunBusy(f"{run_dir} is in use by a running training process (pid {status.get('pid', '?')}); "
+                      f"stop it first (create {run_dir / STOP_FILE}) or choose another --run") from None
     try:
         check_not_running(run_dir)  # a trainer on another host (a shared file system may not pass flocks on)
     except BaseException:
         lock.close()
         raise
-    _remove_stale_temporaries(run_dir)
+    remove_partial_writes(run_dir)
     return Claim(lock)
 
 
-def _remove_stale_temporaries(run_dir: Path) -> None:
-    """Partial files of atomic writes (core.model.atomic_write_bytes: .<name>.<random>.tmp) that a kill
-    mid-write left behind. Only the trainer writes these names, and it holds the lock, so none is in progress."""
+def inherit_claim(run_dir: str | os.PathLike, fd: int) -> Claim:
+    """The claim on `run_dir` that the process which started this one took and passed down as descriptor `fd` (the
+    locked file itself, shared with it: the flock is this process' too). RunDirError when `fd` is not `run_dir`'s
+    lock file, RunBusy when the lock is held by another open of it."""
+    lock_path = Path(run_dir) / LOCK_FILE
+    try:
+        held, expected = os.fstat(fd), os.stat(lock_path, follow_symlinks=False)
+    except OSError as exc:
+        raise RunDirError(f"the claim passed down as descriptor {fd} cannot be checked: {exc.strerror}") from None
+    if (held.st_dev, held.st_ino) != (expected.st_dev, expected.st_ino):
+        raise RunDirError(f"descriptor {fd} is not {lock_path}: no claim was passed down")
+    lock = os.fdopen(fd, "a+b")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours already (a no-op); free again: taken now
+    except BlockingIOError:
+        lock.close()
+        raise RunBusy(f"{Path(run_dir)} is in use by another training process; the claim passed down was lost") from None
+    return Claim(lock)
+
+
+def remove_partial_writes(run_dir: str | os.PathLike) -> None:
+    """Partial files of atomic writes (core.model.atomic_write_bytes: .<name>.<random>.tmp) that a kill or a stop
+    mid-write left behind. Call it holding the run's claim: only its trainer writes these names, so none is in
+    progress."""
+    run_dir = Path(run_dir)
     names = (CONFIG_FILE, STATUS_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT)
     stale = [*(p for name in names for p in run_dir.glob(f".{name}.*.tmp")),
              *(run_dir / SAMPLES_DIR).glob(".epoch_*.png.*.tmp"), *(run_dir / SNAPSHOTS_DIR).glob(".step_*.pt.*.tmp")]

@@ -1,7 +1,9 @@
 """One training run's state (`Run`), what it writes (status, metrics records, checkpoints, the export), the stop
-signal and the RNG streams a checkpoint carries. The loop (core.training.loop) reads this state and moves it on."""
+signal (`StopSignal`, `StopRequested`) and the RNG streams a checkpoint carries. The loop (core.training.loop)
+reads this state and moves it on."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -21,7 +23,7 @@ from core.training.devices import describe
 from core.training.distributed import DistContext
 from core.training.step import StepWindow, train_step, warn_no_compile
 
-__all__ = ["Run", "StopSignal", "rng_state", "set_rng_state"]
+__all__ = ["Run", "StopSignal", "StopRequested", "rng_state", "set_rng_state"]
 
 
 def rng_state(augment: torch.Generator) -> dict[str, torch.Tensor]:
@@ -38,12 +40,29 @@ def set_rng_state(state: dict[str, torch.Tensor], augment: torch.Generator) -> N
         torch.cuda.set_rng_state(state["cuda"])
 
 
+class StopRequested(BaseException):
+    """A stop (SIGINT, SIGTERM, a STOP file) raised where the run has nothing to finish: while it sets up, or while
+    it waits for a batch. A BaseException, so no `except Exception` on the way (a data loader's) swallows it."""
+
+
 class StopSignal:
-    """SIGINT/SIGTERM set a flag (the loop finishes its step); a second SIGINT interrupts at once."""
+    """How a stop reaches a run: SIGINT, SIGTERM, and (once `watch` is called) a STOP file in the run directory.
+
+    A stop sets `event`, which the loop reads after each step. Where the run has nothing to finish (set-up, until
+    `training()` is called, and inside `interruptible()`) it also raises StopRequested in the main thread at once:
+    a handler that raises ends the system call it interrupted (PEP 475 retries one only when the handler
+    returns), so a read that blocks for ever (a FIFO among the images, a hung mount) ends too. A second SIGINT
+    while training interrupts at once (KeyboardInterrupt)."""
+
+    WATCH_EVERY_S = 0.2  # how often the STOP file is looked for
 
     def __init__(self):
         self.event = threading.Event()
+        self.interrupting = True  # raise StopRequested on a stop (set-up), else only set `event`
         self.previous: dict[int, Any] = {}
+        self._pid = os.getpid()
+        self._watching = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     def __enter__(self) -> "StopSignal":
         if threading.current_thread() is threading.main_thread():  # signals only reach the main thread
@@ -52,11 +71,71 @@ class StopSignal:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.event.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if os.getpid() != self._pid:  # a forked child (a DataLoader worker) inherits this: there, the default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        again = self.event.is_set()
         self.event.set()
+        if self.interrupting:
+            self.interrupting = False  # raised once: the stop's own clean-up runs undisturbed
+            raise StopRequested(signal.Signals(signum).name)
+        if again and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+
+    def watch(self, run_dir: Path, *, interrupt: bool) -> None:
+        """Look for a STOP file in `run_dir` from now on: it stops the run as SIGTERM would (with `interrupt`, by
+        sending SIGTERM to the main thread, so a blocked read ends too; else by setting `event` alone)."""
+        interrupt = interrupt and bool(self.previous)  # only where this object handles the main thread's signals
+
+        def look() -> None:
+            while not self._watching.wait(self.WATCH_EVERY_S):
+                if rundir.stop_requested(run_dir):
+                    if interrupt:
+                        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+                    else:
+                        self.event.set()
+                    return
+
+        self._watcher = threading.Thread(target=look, name="stop-file-watcher", daemon=True)
+        self._watcher.start()
+
+    def training(self) -> None:
+        """Set-up is over: from now on a stop sets `event` (the loop stops after its step), except inside
+        `interruptible()`."""
+        self.interrupting = False
+
+    @contextlib.contextmanager
+    def interruptible(self, enabled: bool = True):
+        """A wait with nothing to finish (the next batch): a stop, or one already asked for, raises StopRequested."""
+        if not enabled:
+            yield
+            return
+        if self.event.is_set():
+            raise StopRequested("asked before the wait")
+        before, self.interrupting = self.interrupting, True
+        try:
+            yield
+        finally:
+            self.interrupting = before and not self.event.is_set()
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """A step that must not be cut in two (taking the claim): a stop during it raises StopRequested after it."""
+        interrupting, self.interrupting = self.interrupting, False
+        try:
+            yield
+        finally:
+            self.interrupting = interrupting
+        if interrupting and self.event.is_set():
+            self.interrupting = False
+            raise StopRequested("asked during a step that had to finish")
 
     def __exit__(self, *exc) -> None:
+        self.interrupting = False  # a late stop only sets the flag
+        self._watching.set()
+        if self._watcher is not None:
+            self._watcher.join()  # it sends no signal once the handlers below are gone
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
 
