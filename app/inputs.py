@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import streamlit as st
 import torch
 
+from app.address import BIND
 from app.sidebar import Explorer, shape_text
 from core.data import ImageDecodeError, NoInkError, decode_image, decode_prepared, enlarge, preparation_for
 
@@ -77,7 +78,12 @@ def _show_preview(image: torch.Tensor) -> None:
 
 
 def _uploaded(key: str, channels: int, size: int, style: str | None) -> Picked | None:
-    """The upload widgets; the picked upload, or None (nothing uploaded, or unusable: said with st.error)."""
+    """The upload widgets; the picked upload, or None (nothing uploaded, or unusable: said with st.error).
+
+    A file uploader forgets its file when its page is left; the file's bytes are kept in the session (`<key>_kept`)
+    so the upload is still there on coming back. Removing the file in the uploader drops it."""
+    kept_key = f"{key}_kept"
+    returning = f"{key}_upload" not in st.session_state  # the uploader was not drawn on the last run
     uploaded = st.file_uploader("Image (PNG, JPEG, ...)", type=IMAGE_TYPES, key=f"{key}_upload",
                                 help="Converted to the model's channels and size; over 20 megapixels or "
                                      "animated is refused.")
@@ -87,15 +93,21 @@ def _uploaded(key: str, channels: int, size: int, style: str | None) -> Picked |
                                    "black)")
     prepare = style is not None and prepare_col.toggle(PREPARE_LABELS[style], value=True, key=f"{key}_prepare",
                                                        help=PREPARE_HELP[style])
-    if uploaded is None:
+    if uploaded is not None:
+        name, data = uploaded.name, uploaded.getvalue()
+        st.session_state[kept_key] = (name, data)
+    elif returning and kept_key in st.session_state:
+        name, data = st.session_state[kept_key]
+        st.caption(f"Showing {name}, uploaded earlier in this session (uploads are not put in the page's address).")
+    else:
+        st.session_state.pop(kept_key, None)
         return None
-    data = uploaded.getvalue()
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         if prepare:
-            image = _unwrap(_decode_prepared(sha256, style, size, _INVERT[invert], uploaded.name, data))
+            image = _unwrap(_decode_prepared(sha256, style, size, _INVERT[invert], name, data))
         else:
-            image = _unwrap(_decode(sha256, channels, size, _INVERT[invert], uploaded.name, data))
+            image = _unwrap(_decode(sha256, channels, size, _INVERT[invert], name, data))
     except NoInkError as exc:  # blank, uniform or too faint: no input to show a prediction for
         st.warning(f"{exc}. Nothing to classify: upload a picture in which the subject stands out, or turn "
                    "the preparation off.")
@@ -106,7 +118,7 @@ def _uploaded(key: str, channels: int, size: int, style: str | None) -> Picked |
     if style is not None:  # prepared or not: what the model sees
         with prepare_col:
             _show_preview(image)
-    return Picked(image, uploaded.name, None)
+    return Picked(image, name, None)
 
 
 def _drawn(key: str, channels: int, size: int, style: str | None) -> Picked | None:
@@ -171,7 +183,7 @@ def pick_image(explorer: Explorer, key: str, label: str, default_index: int = 0)
     channels, _, size = explorer.model.input_shape
     style = preparation_for(explorer.checkpoint.dataset, channels, size)
     sources = (["Dataset"] if examples is not None else []) + ["Upload", "Draw"]
-    source = st.radio(label, sources, key=f"{key}_source", horizontal=True)
+    source = st.radio(label, sources, key=f"{key}_source", horizontal=True, bind=BIND, persist_state="session")
     if source != "Dataset":
         picked = _uploaded(key, channels, size, style) if source == "Upload" else _drawn(key, channels, size, style)
         if picked is not None:
@@ -187,7 +199,8 @@ def pick_image(explorer: Explorer, key: str, label: str, default_index: int = 0)
     if index_key not in st.session_state:
         st.session_state[index_key] = min(default_index, count - 1)
     index_col, dice_col = st.columns([3, 2], vertical_alignment="bottom")
-    index = index_col.number_input(f"{examples.name} index", min_value=0, max_value=count - 1, step=1, key=index_key)
+    index = index_col.number_input(f"{examples.name} index", min_value=0, max_value=count - 1, step=1, key=index_key,
+                                   bind=BIND, persist_state="session")
     dice_col.button("Random", key=f"{key}_random", on_click=_randomize, args=(key, count),
                     help="A random dataset image")
     label_value = int(examples.labels[index])

@@ -201,11 +201,20 @@ def _key_caption(lens: PoolingLens) -> str:
     return text + f" Here {ties} of {lens.tied.size} windows are ties."
 
 
-def show_lens(lens: PoolingLens, key: str, *, height: int = 470) -> None:
-    """The lens figure (click a window to outline it everywhere), the clicked window's readout and the key."""
+def _config(svg_name: str | None) -> dict:
+    """No toolbar, or (`svg_name`) only the camera button, saving the figure as SVG."""
+    if svg_name is None:
+        return CHART
+    return {"displaylogo": False, "modeBarButtons": [["toImage"]],
+            "toImageButtonOptions": {"format": "svg", "filename": svg_name}}
+
+
+def show_lens(lens: PoolingLens, key: str, *, height: int = 470, svg_name: str | None = None) -> None:
+    """The lens figure (click a window to outline it everywhere; its camera button saves it as `svg_name`.svg),
+    the clicked window's readout and the key."""
     window = chosen_window(key, lens)
     st.plotly_chart(lens_figure(lens, window, height=height), key=key, on_select=partial(_on_click, key),
-                    selection_mode=("points",), config=CHART, theme=None)
+                    selection_mode=("points",), config=_config(svg_name), theme=None)
     if window is not None:
         st.markdown(f":blue-background[{lens.readout(*window)}]")
     st.caption(_key_caption(lens))
@@ -247,11 +256,12 @@ def swap_lens_figure(lens_a: PoolingLens, lens_b: PoolingLens, agreement: Switch
     return go.Figure(data=data, layout=layout)
 
 
-def show_swap_lens(lens_a: PoolingLens, lens_b: PoolingLens, agreement: SwitchAgreement, key: str) -> None:
+def show_swap_lens(lens_a: PoolingLens, lens_b: PoolingLens, agreement: SwitchAgreement, key: str,
+                   svg_name: str | None = None) -> None:
     window = chosen_window(key, lens_a)
     st.markdown(agreement.sentence("A", "B"))
     st.plotly_chart(swap_lens_figure(lens_a, lens_b, agreement, window), key=key, on_select=partial(_on_click, key),
-                    selection_mode=("points",), config=CHART, theme=None)
+                    selection_mode=("points",), config=_config(svg_name), theme=None)
     if window is not None:
         st.markdown(f":blue-background[A: {lens_a.readout(*window)}]  \n:blue-background[B: "
                     f"{lens_b.readout(*window)}]")

@@ -32,6 +32,7 @@ from core.model import Checkpoint, CheckpointError, load_checkpoint
 from core.data import NATIVE_SHAPES, class_names, load_examples
 from core.runs import runs_root
 from core.analysis import check_viewable
+from app.address import BIND
 from app.scrub import step_slider
 
 __all__ = [
@@ -197,6 +198,26 @@ def _try_switch(source: str) -> None:
         st.session_state[DATASET] = checkpoint.dataset
 
 
+def _adopt_address_choice() -> None:
+    """A model named by the opening address (the bound selectbox took it without calling on_change): load it as a
+    choice would; one that fails is reported and the loaded model comes back on a rerun."""
+    choice = st.session_state[MODEL_CHOICE]
+    if choice == st.session_state[MODEL_LOADED]:
+        return
+    try:
+        checkpoint = load_source(choice, st.session_state[DEVICE])
+        check_viewable(checkpoint.model_config)
+    except CheckpointError as exc:
+        kept = source_label(st.session_state[MODEL_LOADED])
+        st.session_state[MODEL_ERROR] = f"Could not load {source_label(choice)}: {exc}. Kept {kept}."
+        st.session_state[MODEL_REQUEST] = st.session_state[MODEL_LOADED]
+        st.rerun()
+    st.session_state[MODEL_LOADED] = choice
+    st.session_state[SNAPSHOT_STEP] = None
+    if checkpoint.dataset in NATIVE_SHAPES:  # the examples follow the model to its own dataset
+        st.session_state[DATASET] = checkpoint.dataset
+
+
 def _on_choice() -> None:
     _try_switch(st.session_state[MODEL_CHOICE])
 
@@ -238,8 +259,9 @@ def render() -> Explorer | None:
             sources.append(source)
 
     with st.sidebar:
-        st.selectbox("Model", sources, key=MODEL_CHOICE, format_func=source_label, on_change=_on_choice,
+        st.selectbox("Model", sources, key=MODEL_CHOICE, format_func=source_label, on_change=_on_choice, bind=BIND,
                      help="Checkpoints under checkpoints/ and runs/*/, and uploaded ones.")
+        _adopt_address_choice()
         st.file_uploader("...or upload a checkpoint", type=["pt", "pth", "ckpt"], key=MODEL_UPLOAD,
                          on_change=_on_upload, help="An SWWAE checkpoint written by SWWAE Explorer. "
                          "Files holding code are refused, never run.")

@@ -1,14 +1,15 @@
 """Dashboard timings on CPU for the default checkpoint: `python -m bench.ui [--repeat N] [--checkpoint PATH] [--browser]`.
 
 Prints JSON: milliseconds (median of N) for each page's core work (encode, swap, decode, layer views, swap matrix,
-shift probe, attributions), for building its figures, and for a full AppTest rerun of each page.
-Targets: core work for a swap <= 20 ms; a full page rerun <= 300 ms.
+shift probe, attributions), for building its figures, for a full AppTest rerun of each page, and for a click on the
+Layers page's pooling lens (a window chosen, the page rerun). Targets: core work for a swap <= 20 ms; a full page
+rerun and a lens click <= 300 ms.
 
 `--browser` (or `--browser-only`) adds what a person waits for, in headless Chromium (Playwright): the app and a
 trivial floor page (one stepper, one st.image, one Plotly heatmap) each served by `streamlit run` on a free
-localhost port; on the Layers, Swap and Compare pages and the floor, the time from a click on the index stepper's "+"
-until the page's pictures (img, svg, canvas in the main block) last changed, once the script has stopped running
-and nothing has changed for 500 ms. Target: each page <= 2x the floor measured in the same run.
+localhost port; on the Layers, Swap, Compare and Attribution pages and the floor, the time from a click on the index
+stepper's "+" until the page's pictures (img, svg, canvas in the main block) last changed, once the script has
+stopped running and nothing has changed for 500 ms. Target: each page <= 1.5x the floor measured in the same run.
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS_MS = {"swap_core": 20.0, "page_rerun": 300.0}
-BROWSER_RATIO_TARGET = 2.0  # a page's click-to-still time over the floor page's
+TARGETS_MS = {"swap_core": 20.0, "page_rerun": 300.0, "lens_click": 300.0}
+BROWSER_RATIO_TARGET = 1.5  # a page's click-to-still time over the floor page's (issue 22: 2x at most, 1.5x aimed)
+LENS_CLICK_TARGET_MS = 300.0  # a click on a lens window, on the server (a full rerun of the Layers page)
 
 
 def median_ms(fn, repeat: int) -> float:
@@ -92,6 +94,13 @@ def page_timings(repeat: int) -> dict[str, float]:
 
     at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=300).run()
     out = {}
+    windows = iter([(row, col) for row in range(14) for col in range(14)] * (repeat + 2))
+
+    def lens_click():  # what a click on a lens window costs the server: the window chosen, the page rerun
+        at.session_state["layers_lens_window"] = next(windows)
+        at.run()
+
+    out["lens_click_layers"] = median_ms(lens_click, repeat)
     for page in ("layers", "swap", "compare", "attribution"):
         at.switch_page(f"views/{page}.py").run()
         if at.exception:
@@ -110,7 +119,7 @@ CLICK_TIMEOUT_S = 60  # one click's redraw; a page that takes longer fails the b
 LOAD_TIMEOUT_S = 180  # first load of a page: model, data, first render
 # (page, URL path, key of its index number_input)
 BROWSER_PAGES = (("layers", "/", "layers_index"), ("swap", "/swap", "swap_a_index"),
-                 ("compare", "/compare", "compare_index"))
+                 ("compare", "/compare", "compare_index"), ("attribution", "/attribution", "attr_index"))
 FLOOR_PAGE = """\"\"\"The floor of bench.ui: the least a page with a stepper, an image and a heatmap can cost.\"\"\"
 import numpy as np
 import plotly.graph_objects as go
@@ -334,7 +343,9 @@ def main() -> None:
     report["targets_ms"] = TARGETS_MS
     report["meets_targets"] = {
         "swap_core": report["core_ms"]["swap_core"] <= TARGETS_MS["swap_core"],
-        "page_rerun": max(report["page_rerun_ms"].values()) <= TARGETS_MS["page_rerun"],
+        "page_rerun": max(v for k, v in report["page_rerun_ms"].items() if k.startswith("rerun_"))
+        <= TARGETS_MS["page_rerun"],
+        "lens_click": report["page_rerun_ms"]["lens_click_layers"] <= TARGETS_MS["lens_click"],
     }
     if args.browser:
         report["browser"] = browser_report(args.browser_repeat)

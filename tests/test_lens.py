@@ -136,3 +136,26 @@ def test_readout_says_tie_or_switch():
     assert "a tie" in lens.readout(*tied) and "no cell was chosen" in lens.readout(*tied)
     r, c = lens.switch[tuple(chosen)].round().astype(int)
     assert f"pixel ({r}, {c})" in lens.readout(*chosen)
+
+
+def test_switches_settled_counts_agreeing_choices_against_a_brute_force_count():
+    from core.analysis import switches_settled
+
+    final, early = tiny("hard"), tiny("hard")
+    torch.manual_seed(5)
+    for parameter in early.parameters():  # an "earlier" model: the same architecture, other weights
+        parameter.data.add_(0.3 * torch.randn_like(parameter))
+    images = torch.cat([image_with_flat_regions(14), torch.rand(2, 1, 14, 14)])
+    assert switches_settled(final, final, images) == [1.0, 1.0]
+    shares = switches_settled(early, final, images)
+    with torch.no_grad():
+        a, b = early.encode(images), final.encode(images)
+    for stage, share in enumerate(shares):
+        same = chosen = 0
+        for n, c in itertools.product(range(images.shape[0]), range(a.whats[stage].shape[1])):
+            lens_a, lens_b = (pooling_lens(e, "hard", 2, stage, c, n) for e in (a, b))
+            both = ~(lens_a.tied | lens_b.tied)
+            chosen += int(both.sum())
+            same += int(((lens_a.switch == lens_b.switch).all(-1) & both).sum())
+        assert share == pytest.approx(same / chosen)
+    assert min(shares) < 1.0

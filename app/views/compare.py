@@ -8,12 +8,15 @@ until B is picked by hand; the page says in one line what A and B differ in, and
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
 from app import figures
+from app.address import BIND
+from app.downloads import csv_button, file_name, model_tag, png_button
 from app.inputs import pick_image
 from app.probes import PROBE_SHIFTS, dataset_curves, fingerprint, image_curves
 from app.scrub import run_folder, snapshot_options
@@ -22,7 +25,7 @@ from app.sidebar import (MODEL_CHOICE, NONE_MODELS, SHIPPED_MODELS, UPLOADS, Exp
 from core.analysis import (
     ModelTraits, Tile, along_axis, check_viewable, compare_findings, cross_refusal, cross_where, default_partner,
     difference_tile, differences_sentence, display_image, model_differences, model_figures, model_traits, mosaic,
-    padded_tiles, panel_png, probe_at, probe_findings, sequential_rgb, shared_scale, tie_share, where_key_png,
+    padded_tiles, panel_png, print_png, probe_at, probe_findings, sequential_rgb, shared_scale, tie_share, where_key_png,
     where_mosaic,
 )
 from core.model import CheckpointError, load_checkpoint
@@ -104,7 +107,7 @@ def pick_model_b(explorer: Explorer) -> Explorer:
     if st.session_state.get(MODEL_B) not in sources or st.session_state.get(B_DEFAULT_FOR) not in ("", a_file):
         st.session_state[MODEL_B], st.session_state[B_STEP] = default_b(explorer, a_file, sources)
         st.session_state[B_DEFAULT_FOR] = a_file
-    st.selectbox("Model B", sources, key=MODEL_B, format_func=source_label, on_change=_picked_by_hand,
+    st.selectbox("Model B", sources, key=MODEL_B, format_func=source_label, on_change=_picked_by_hand, bind=BIND,
                  help="Any checkpoint under checkpoints/ or runs/*/, or one uploaded in the sidebar; a run's "
                       "checkpoint gets a step slider over its snapshots.")
     source = st.session_state[MODEL_B]
@@ -182,11 +185,18 @@ def overview(a: Explorer, b: Explorer, picked, fig_a, fig_b) -> None:
     figure and one static table: cheap for the browser to redraw when the input changes)."""
     image = picked.image.numpy()
     pictures_col, table_col = st.columns([3, 2])
-    pictures_col.image(panel_png([Tile("input", display_image(image)),
-                                  Tile("A: reconstruction", display_image(fig_a.recon)),
-                                  Tile("B: reconstruction", display_image(fig_b.recon)),
-                                  difference_tile("B - A (red: B brighter)", fig_b.recon, fig_a.recon)], 4,
-                                 scale=RECON_SCALE))
+    tiles = [Tile("input", display_image(image)), Tile("A: reconstruction", display_image(fig_a.recon)),
+             Tile("B: reconstruction", display_image(fig_b.recon)),
+             difference_tile("B − A (red: B brighter)", fig_b.recon, fig_a.recon)]
+    pictures_col.image(panel_png(tiles, 4, scale=RECON_SCALE))
+    parts = (f"A-{model_tag(a.label)}", f"B-{model_tag(b.label)}", picked.caption)
+    png_col, print_col, csv_col = pictures_col.columns(3)
+    with png_col:
+        png_button("Download (PNG)", partial(panel_png, tiles, 4, 8), file_name("compare", *parts, ext="png"),
+                   "compare_png")
+    with print_col:
+        png_button("For a paper (300 dpi)", partial(print_png, tiles, 4),
+                   file_name("compare", *parts, "300dpi", ext="png"), "compare_print_png")
     rows = []
     for name, explorer, fig, names in (("A", a, fig_a, a.class_names), ("B", b, fig_b, b.class_names)):
         if fig.probabilities is not None:
@@ -196,6 +206,9 @@ def overview(a: Explorer, b: Explorer, picked, fig_a, fig_b) -> None:
             classes = "trained without labels"
         rows.append({"model": name, "recon MSE": fig.recon_mse, "PSNR (dB)": fig.recon_psnr, "top classes": classes})
     table_col.table(figures.static_table(rows, {"recon MSE": "{:.4f}", "PSNR (dB)": "{:.2f}"}))
+    with csv_col:
+        csv_button("Table (CSV)", {name: [row[name] for row in rows] for name in rows[0]},
+                   file_name("compare", *parts, ext="csv"), "compare_csv")
 
 
 def cross_section(a: Explorer, b: Explorer, picked):
@@ -245,9 +258,9 @@ def probe_section(a: Explorer, b: Explorer, picked) -> None:
     choices = list(PROBE_SETS) if a.examples is not None else list(PROBE_SETS)[1:]  # no dataset: the input alone
     if st.session_state.get(PROBE_SET) not in choices:
         st.session_state[PROBE_SET] = choices[0]
-    size = PROBE_SETS[settings[0].radio("Measure over", choices, key=PROBE_SET)]
-    axis = AXES[settings[1].radio("Shift direction", list(AXES), key=PROBE_AXIS, horizontal=True)]
-    shift = settings[2].slider("Shift (pixels)", 1, max(PROBE_SHIFTS), 2, key=PROBE_SHIFT)
+    size = PROBE_SETS[settings[0].radio("Measure over", choices, key=PROBE_SET, bind=BIND)]
+    axis = AXES[settings[1].radio("Shift direction", list(AXES), key=PROBE_AXIS, horizontal=True, bind=BIND)]
+    shift = settings[2].slider("Shift (pixels)", 1, max(PROBE_SHIFTS), 2, key=PROBE_SHIFT, bind=BIND)
     at_a = probe_at(along_axis(probe_rows(a, picked, size), axis), shift)
     at_b = probe_at(along_axis(probe_rows(b, picked, size), axis), shift)
     stages = sorted(set(at_a) | set(at_b))

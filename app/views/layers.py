@@ -12,13 +12,16 @@ import streamlit as st
 
 from app import figures
 from app.inputs import Picked, pick_image
-from app.sidebar import Explorer, current
-from app.lens import show_lens
-from core.analysis import (StageView, channel_peaks, class_probabilities, layer_views, mse, pooling_lens, psnr,
+from app.sidebar import EXPLORER, Explorer, current
+from app.address import BIND, adopt, keep_window
+from app.downloads import file_name, model_tag, png_button
+from app.lens import show_lens, window_key
+from core.analysis import (StageView, channel_peaks, class_probabilities, domain_rank, domain_scores, layer_views,
+                           mse, pooling_lens, psnr,
                            tie_share, top_images, unit_decodings, unit_view)
 from core.analysis import (
     Tile, crisp_pixels, display_image, mosaic, outline_tile, panel_png, recon_tiles, sequential_rgb, side_by_side,
-    stage_difference, tile_rgb, tile_targets, unit_tiles, where_key_png, where_mosaic,
+    stage_difference, tile_rgb, tile_targets, unit_tiles, where_key_png, where_mosaic, padded_tiles,
 )
 
 MOSAIC_WIDTH = 250  # px the what mosaic gets (half the page's right column at 1280 px), to size its figure's height
@@ -27,6 +30,7 @@ HIDDEN_TILE_WIDTH = 240  # px a detail mosaic drawn as a PNG is made at, so titl
 DETAIL_WIDTH = 720
 MOSAIC_CHART = {"displaylogo": False, "displayModeBar": False}  # the toolbar would cover the title
 LENS_KEY = "layers_lens"
+PICKED_TAG = "layers_picked_tag"  # the input's caption, for download file names
 UNIT_SIDE = 112  # px a unit picture is drawn at, model pixels as crisp blocks (28 x 4, 14 x 8, 7 x 16)
 TOP_SIDE = 170  # px a top image and its decoding below it are drawn at (3x): nine fit in one row
 TOP_COUNT = 9
@@ -34,6 +38,11 @@ STAGE_TAB = "layers_stage_tab"  # the open stage tab's label
 UNIT_STAGE, UNIT_CHANNEL = "layers_unit_stage", "layers_unit_channel"  # the unit view's select boxes
 UNTRAINED_NOTE = ("No class prediction: this model was trained without labels (unsupervised), so its classifier "
                   "head keeps its random initial weights and its class probabilities mean nothing.")
+
+
+def picked_tag() -> str:
+    """The input as a file-name part: its caption ('#3 (5)', an upload's name), kept by the page's last pick."""
+    return st.session_state.get(PICKED_TAG, "input")
 
 
 def maps_key(stage: int) -> str:
@@ -66,7 +75,10 @@ def _on_map_click(stage: int) -> None:
 
 
 def _settle_unit(channel_counts: list[int]) -> None:
-    """Keep the unit's stage and channel inside this model (a model switch can leave them out of range)."""
+    """Keep the unit's stage and channel inside this model (a model switch can leave them out of range); on a
+    session's first run, take them from the address that opened it."""
+    adopt(UNIT_STAGE, lambda text: int(text.removeprefix("stage ")) - 1)
+    adopt(UNIT_CHANNEL, int)
     stage = st.session_state.get(UNIT_STAGE, 0)
     stage = stage if 0 <= stage < len(channel_counts) else 0
     channel = st.session_state.get(UNIT_CHANNEL, 0)
@@ -92,6 +104,28 @@ def _top_units(identity: str, dataset: str, stage: int, channel: int, _model, _i
     return indices, peaks[indices, channel], decodings.float().cpu().numpy()
 
 
+@st.cache_data(max_entries=8, show_spinner="Scoring the examples...")
+def _example_scores(identity: str, dataset: str, classifier: bool, _model, _images  # noqa: ARG001
+                    ) -> dict[str, np.ndarray]:
+    """core.analysis.domain_scores of the example set; keyed on the model's identity, the dataset and the head."""
+    return domain_scores(_model, _images, classifier=classifier)
+
+
+def domain_note(explorer: Explorer, picked: Picked) -> None:
+    """For an upload or a drawing: its scores ranked against the model's examples, a warning when unlike them."""
+    examples = explorer.examples
+    if picked.label is not None or examples is None or examples.name != explorer.checkpoint.dataset:
+        return  # a dataset image, or examples of another dataset than the model's: nothing to rank against
+    classifier = explorer.checkpoint.classifier_trained
+    reference = _example_scores(explorer.identity, examples.name, classifier, explorer.model, examples.images)
+    mine = domain_scores(explorer.model, picked.image[None], classifier=classifier)
+    rank = domain_rank({name: float(values[0]) for name, values in mine.items()}, reference)
+    if rank.unlike:
+        st.warning(rank.sentence(examples.name), icon=":material/warning:")
+    else:
+        st.caption(rank.sentence(examples.name))
+
+
 # ---- the page's parts ---------------------------------------------------------------------------------------------
 
 def overview(explorer: Explorer, picked: Picked, encoding, decoding) -> None:
@@ -99,10 +133,14 @@ def overview(explorer: Explorer, picked: Picked, encoding, decoding) -> None:
     of the class probabilities (left out for a model trained without labels)."""
     image, recon = picked.image.numpy(), decoding.recon[0].float().cpu().numpy()
     st.image(panel_png(recon_tiles(image, recon), 3, scale=3))  # a PNG: cheap for the browser to draw
+    png_button("Download (PNG)", partial(panel_png, recon_tiles(image, recon), 3, 8),
+               file_name("layers", model_tag(explorer.label), picked_tag(), "reconstruction", ext="png"),
+               "layers_overview_png")
     recon_mse = mse(decoding.recon, picked.image)
     error = f"reconstruction MSE {recon_mse:.4f} (PSNR {psnr(recon_mse):.1f} dB)"
     if not explorer.checkpoint.classifier_trained:
         st.markdown(error)
+        domain_note(explorer, picked)
         st.caption(UNTRAINED_NOTE)
         return
     probabilities = class_probabilities(encoding.logits)[0]
@@ -110,6 +148,7 @@ def overview(explorer: Explorer, picked: Picked, encoding, decoding) -> None:
     names = explorer.class_names
     label = f"; label {picked.label_name}" if picked.label_name is not None else ""
     st.markdown(f"Predicted **{names[predicted]}** ({probabilities[predicted]:.1%}{label}) · {error}")
+    domain_note(explorer, picked)
     st.plotly_chart(figures.bar_figure(
         list(names), {"probability": probabilities.tolist()}, height=120, y_range=(0, 1), highlight=predicted,
         compact=True), key="layers_probs", config={"displaylogo": False, "displayModeBar": False}, theme=None)
@@ -135,10 +174,14 @@ def stage_maps(view: StageView, continuous: bool, fade: bool, chosen: int | None
                           on_select=partial(_on_map_click, view.stage), selection_mode=("points",))
     colors, _ = where_mosaic(view.where_offset, view.what, view.pool_size, fade=fade, tied=view.tied)
     picture = colors.image if chosen is None else outline_tile(colors, colors.image, chosen)
-    where_col.image(panel_png([Tile(f"where: {tie_share(view.tied):.0%} of windows tie", picture)], 1,
-                              scale=max(1, round(WHERE_WIDTH / colors.image.shape[1]))))
+    where_tile = [Tile(f"where: {tie_share(view.tied):.0%} of windows tie", picture)]
+    where_col.image(panel_png(where_tile, 1, scale=max(1, round(WHERE_WIDTH / colors.image.shape[1]))))
     key_col, text_col = st.columns([2, 3], vertical_alignment="center")
     key_col.image(where_key_png(view.pool_size, continuous, fade))
+    with key_col:
+        png_button("Download the where map (PNG)", partial(panel_png, where_tile, 1, 8),
+                   file_name("layers", model_tag(st.session_state[EXPLORER].label), picked_tag(),
+                             f"stage-{view.stage + 1}", "where", ext="png"), f"layers_where_png_{view.stage}")
     text_col.caption(f"Each what map is pooled {view.pool_size}×{view.pool_size} from a {view.pre_pool.shape[1]}×"
                      f"{view.pre_pool.shape[2]} map; the where map beside it colours each window by the cell its "
                      "value came from. A tie (grey) is a window whose largest value occurs more than once (most often "
@@ -164,15 +207,17 @@ def lens_section(explorer: Explorer, encoding, views: list[StageView]) -> None:
     labels = [tab_label(view) for view in views]
     st.subheader(f"Pooling lens: stage {st.session_state[UNIT_STAGE] + 1}, channel {st.session_state[UNIT_CHANNEL]}")
     stage_col, channel_col, hint_col = st.columns([1, 1, 3], vertical_alignment="bottom")
-    stage = stage_col.selectbox("Stage", range(len(views)), key=UNIT_STAGE, format_func=lambda s: f"stage {s + 1}",
+    stage = stage_col.selectbox("Stage", range(len(views)), key=UNIT_STAGE, format_func=lambda s: f"stage {s + 1}", bind=BIND,
                                 on_change=_on_stage, args=(labels,))
-    channel = channel_col.selectbox("Channel", range(views[stage].what.shape[0]), key=UNIT_CHANNEL)
+    channel = channel_col.selectbox("Channel", range(views[stage].what.shape[0]), key=UNIT_CHANNEL, bind=BIND)
     hint_col.caption("Or click a map in the *what* mosaic above. Max pooling reads each window of the map on the "
                      "left and passes one value up (*what*); the cell it came from is the *switch* (*where*), which "
                      "the decoder uses to put the value back (*unpooled*).")
     cfg = explorer.checkpoint.model_config
     lens = pooling_lens(encoding, cfg.pooling, cfg.pool_sizes[stage], stage, channel)
-    show_lens(lens, LENS_KEY)
+    keep_window(window_key(LENS_KEY), lens.windows)
+    show_lens(lens, LENS_KEY, svg_name=file_name("lens", model_tag(explorer.label), picked_tag(),
+                                                 f"stage-{stage + 1}", f"channel-{channel}", ext="svg")[:-4])
 
 
 def unit_section(explorer: Explorer, picked: Picked, views: list[StageView]) -> None:
@@ -198,6 +243,13 @@ def unit_section(explorer: Explorer, picked: Picked, views: list[StageView]) -> 
                                           vertical=True), TOP_SIDE) for i, decoded in zip(indices, decodings)]
     st.image(pictures, caption=[f"#{i} ({examples.label_name(i)}): {p:.2f}" for i, p in zip(indices, peaks)],
              width=pictures[0].shape[1], output_format="PNG")  # natural size: crisp pixels
+    top_tiles = [Tile(f"#{i} ({examples.label_name(i)}): {p:.2f}", side_by_side(
+        [display_image(examples.images[i].numpy()), display_image(decoded)], vertical=True))
+        for i, decoded, p in zip(indices, decodings, peaks)]
+    png_button("Download the unit's pictures and top images (PNG)",
+               lambda: panel_png(padded_tiles(tiles + top_tiles), 6, 6),
+               file_name("unit", model_tag(explorer.label), picked_tag(), f"stage-{stage + 1}", f"channel-{channel}",
+                         ext="png"), "layers_unit_png")
 
 
 def stage_detail(views: list[StageView]) -> None:
@@ -226,9 +278,11 @@ def stage_detail(views: list[StageView]) -> None:
 
 explorer = current()
 st.title("Layers")
+st.caption(f"{explorer.label}: what each stage keeps (*what*) and where it came from (*where*).")
 top_left, top_right = st.columns([0.37, 0.63], gap="medium")
 with top_left:
     picked = pick_image(explorer, "layers", "Input")
+    st.session_state[PICKED_TAG] = picked.caption
     views, encoding, decoding = layer_views(explorer.model, picked.image)
     overview(explorer, picked, encoding, decoding)
 _settle_unit([view.what.shape[0] for view in views])

@@ -9,6 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from app.curves import curves_figure, run_colour
+from app.downloads import chart_config, csv_button, file_name
 from app.lens import show_lens
 from app.lines import Line, line_figure
 from app.sidebar import examples_of, file_identity, request_model
@@ -235,7 +236,10 @@ def settling_chart(snapshots, dataset: str, images) -> None:
     figure = line_figure(lines, title=f"Switches already where step {final_step:,} puts them",
                          x_title="training step (log)", y_title="share of switches", y_range=(0, 1.02), height=300)
     figure.update_xaxes(type="log")
-    st.plotly_chart(figure, key="runs_settling", config={"displaylogo": False}, theme=None)
+    name = file_name("settling", Path(str(final_path)).parent.name, ext="csv")
+    st.plotly_chart(figure, key="runs_settling", config=chart_config(name[:-4]), theme=None)
+    csv_button("Download these shares (CSV)", {"step": [step for step, _ in rows], **{
+        f"stage {stage + 1}": [shares[stage] for _, shares in rows] for stage in range(stages)}}, name, "runs_settling_csv")
     early = rows[min(len(rows) - 1, 3)]
     st.caption(f"Over the {len(images)} sample images, windows that are a choice at both steps (ties left out). At "
                f"step {early[0]:,}: " + ", ".join(f"stage {s + 1} {early[1][s]:.0%}" for s in range(stages)) + ".")

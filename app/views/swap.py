@@ -7,7 +7,9 @@ import streamlit as st
 
 from app import figures
 from app.inputs import pick_image
-from app.lens import show_swap_lens
+from app.address import BIND, keep_window
+from app.downloads import chart_config, csv_button, file_name, model_tag, png_button
+from app.lens import show_swap_lens, window_key
 from app.lines import Line, line_figure
 from app.probes import PROBE_SHIFTS, dataset_curves, fingerprint, image_curves
 from app.sidebar import NONE_MODELS, current, load_source
@@ -16,7 +18,7 @@ from core.analysis import (
     along_axis, busiest_channel, mse, morph_where, paired_lenses, psnr, reconstruct, shift_findings, shift_image,
     swap_findings, swap_matrix, swap_where,
 )
-from core.analysis import Tile, display_image, panel_png, swap_grid, swap_tiles
+from core.analysis import Tile, display_image, panel_png, print_png, swap_grid, swap_tiles
 
 MAX_MATRIX = 8
 ROW_NAMES = {"recon_a": "A reconstructed", "recon_b": "B reconstructed", "what_a_where_b": "A's content, B's switches",
@@ -61,7 +63,7 @@ st.markdown("**Take where from B** at stage:")
 boxes = st.columns(len(cfg.channels))
 stages = [stage for stage, box in enumerate(boxes) if box.checkbox(
     f"stage {stage + 1} ({cfg.stage_sizes[stage]} → {cfg.stage_sizes[stage] // cfg.pool_sizes[stage]})",
-    value=True, key=f"swap_where_{stage}")]
+    value=True, key=f"swap_where_{stage}", bind=BIND)]
 
 
 def metric_row(name: str, mse_a: float, mse_b: float) -> dict:
@@ -108,10 +110,14 @@ if trained_without_where is not None:
                       f"(`{NONE_MODELS[explorer.checkpoint.dataset or 'mnist5k']}`): the comparison the paper makes.")
 st.caption(no_where_note)
 stage_names = "-".join(str(s + 1) for s in stages) or "none"
-st.download_button("Download this figure (PNG)", data=partial(panel_png, tiles, columns),
-                   file_name=f"swap_A-{a.caption}_B-{b.caption}_stages-{stage_names}.png".replace(" ", "")
-                   .replace("#", "").replace("(", "").replace(")", ""),
-                   mime="image/png", on_click="ignore", key="swap_download", icon=":material/download:")
+parts = (model_tag(explorer.label), f"A-{a.caption}", f"B-{b.caption}", f"stages-{stage_names}")
+figure_col, paper_col, table_col = st.columns(3)
+with figure_col:
+    png_button("Download this figure (PNG)", partial(panel_png, tiles, columns), file_name("swap", *parts, ext="png"),
+               "swap_download")
+with paper_col:
+    png_button("Figure for a paper (300 dpi, 3.5 in)", partial(print_png, tiles, columns),
+               file_name("swap", *parts, "300dpi", ext="png"), "swap_download_print")
 rows = [metric_row(name, result.metrics[key]["mse_a"], result.metrics[key]["mse_b"]) for key, name in ROW_NAMES.items()]
 if trained_without_where is not None:
     rows += [metric_row(f"{which} by the 'none' model", mse(recon, a.image), mse(recon, b.image))
@@ -119,6 +125,9 @@ if trained_without_where is not None:
 table = figures.static_table(rows, {name: "{:.4f}" if "MSE" in name else "{:.2f}"
                                     for name in ("MSE to A", "PSNR to A (dB)", "MSE to B", "PSNR to B (dB)")})
 st.table(figures.emphasised(table, "image", EMPHASIS if stages else ()))
+with table_col:
+    csv_button("Download this table (CSV)", {name: [row[name] for row in rows] for name in rows[0]},
+               file_name("swap", *parts, ext="csv"), "swap_table_csv")
 st.caption("Highlighted: the crossings the sentences above compare. A lower MSE (higher PSNR) to B than to A means "
            "the picture looks more like B.")
 
@@ -127,7 +136,7 @@ def where_morph_section() -> None:
     """A's what decoded with wheres moving from A's to B's, and the error to A and to B over the way."""
     morph_col, curve_col = st.columns([2, 3])
     t = morph_col.slider("t: A's where (0) → B's where (1)", 0.0, 1.0, 0.5, 1 / (MORPH_STEPS - 1),
-                         key="swap_morph_t", help="A's what throughout; the wheres of the ticked stages move from "
+                         key="swap_morph_t", bind=BIND, help="A's what throughout; the wheres of the ticked stages move from "
                                                   "A's to B's")
     morph = morph_where(model, a.image, b.image, np.linspace(0, 1, MORPH_STEPS), stages)
     at_t = display_image(morph.recons[int(round(t * (MORPH_STEPS - 1)))].float().cpu().numpy())
@@ -148,7 +157,7 @@ def swap_matrix_section() -> None:
         return
     chosen = st.multiselect(f"{examples.name} images (up to {MAX_MATRIX})", list(range(len(examples.images))),
                             default=sorted({round(i * (count - 1) / 5) for i in range(6)}),
-                            max_selections=MAX_MATRIX, key="swap_matrix_images",
+                            max_selections=MAX_MATRIX, key="swap_matrix_images", bind=BIND,
                             format_func=lambda i: f"#{i} ({examples.label_name(i)})")
     if not chosen:
         return
@@ -159,7 +168,12 @@ def swap_matrix_section() -> None:
     st.caption("Row i: the what of image i (left column); column j: the where of image j (top row), at the ticked "
                "stages. Right: each cell's MSE to its row's image, lighter is closer; the outlined diagonal is each "
                "image's own reconstruction.")
-    st.plotly_chart(figures.swap_matrix_figure(grid, errors, labels), key="swap_matrix", config=CHART, theme=None)
+    tag = f"images-{'-'.join(str(i) for i in chosen)}"
+    st.plotly_chart(figures.swap_matrix_figure(grid, errors, labels), key="swap_matrix", theme=None,
+                    config=chart_config(file_name("swap_matrix", model_tag(explorer.label), tag, ext="svg")[:-4]))
+    csv_button("Download the MSE matrix (CSV)", {"what of \\ where of": labels,
+                                                 **{label: errors[:, j].tolist() for j, label in enumerate(labels)}},
+               file_name("swap_matrix", model_tag(explorer.label), tag, ext="csv"), "swap_matrix_csv")
     off = errors[~np.eye(len(chosen), dtype=bool)]
     if off.size:
         st.markdown(f"Own switches (diagonal): MSE {np.diag(errors).mean():.4f} on average; another image's "
@@ -200,9 +214,9 @@ def shift_probe_section() -> None:
                "active switches whose position in the image moved by exactly the shift, next to what a different "
                "image's switches give by chance.")
     settings = st.columns(3)
-    settings[0].radio("Measure over", list(PROBE_SETS), key="swap_probe_set", disabled=examples is None)
-    axis = AXES[settings[1].radio("Shift direction", list(AXES), key="swap_probe_axis", horizontal=True)]
-    shift = settings[2].slider("Shift (pixels)", 1, max(PROBE_SHIFTS), 2, key="swap_shift")
+    settings[0].radio("Measure over", list(PROBE_SETS), key="swap_probe_set", disabled=examples is None, bind=BIND)
+    axis = AXES[settings[1].radio("Shift direction", list(AXES), key="swap_probe_axis", horizontal=True, bind=BIND)]
+    shift = settings[2].slider("Shift (pixels)", 1, max(PROBE_SHIFTS), 2, key="swap_shift", bind=BIND)
     rows, set_name = probe_rows()
     rows = along_axis(rows, axis)
     dx, dy = (shift, 0) if axis == "x" else (0, shift)
@@ -231,21 +245,24 @@ def shift_probe_section() -> None:
 def lens_section() -> None:
     """One channel's pooling windows for A and B side by side: where their switches differ."""
     stage_col, channel_col = st.columns(2)
-    stage = stage_col.selectbox("Stage", range(len(cfg.channels)), key=LENS_STAGE,
+    stage = stage_col.selectbox("Stage", range(len(cfg.channels)), key=LENS_STAGE, bind=BIND,
                                 format_func=lambda s: f"stage {s + 1}")
     count = cfg.channels[stage]
     if st.session_state.get(LENS_CHANNEL) is None or st.session_state[LENS_CHANNEL] >= count:
         st.session_state[LENS_CHANNEL] = busiest_channel(model, a.image, stage)
-    channel = channel_col.selectbox("Channel", range(count), key=LENS_CHANNEL,
+    channel = channel_col.selectbox("Channel", range(count), key=LENS_CHANNEL, bind=BIND,
                                     help="Starts on the channel with the most switches (fewest ties) for A")
     lens_a, lens_b, agreement = paired_lenses(model, a.image, b.image, stage, channel)
-    show_swap_lens(lens_a, lens_b, agreement, LENS_KEY)
+    keep_window(window_key(LENS_KEY), lens_a.windows)
+    show_swap_lens(lens_a, lens_b, agreement, LENS_KEY, svg_name=file_name(
+        "swap_lens", model_tag(explorer.label), f"A-{a.caption}", f"B-{b.caption}", f"stage-{stage + 1}",
+        f"channel-{channel}", ext="svg")[:-4])
 
 
 SECTIONS = {"Pooling lens: A's and B's switches": lens_section, "Where morph": where_morph_section,
             "Shift probe: what invariance, where equivariance": shift_probe_section,
             "Swap matrix": swap_matrix_section}
 section = st.segmented_control("Explore further", list(SECTIONS), default=list(SECTIONS)[0], key="swap_section",
-                               help="One at a time, so the page stays quick to redraw")
+                               bind=BIND, help="One at a time, so the page stays quick to redraw")
 if section is not None:
     SECTIONS[section]()

@@ -17,10 +17,13 @@ from core.analysis.lens import (
     busiest_channel, image_lens,
 )
 from core.analysis.units import StageView, UnitView, layer_views, unit_view, unit_decodings, channel_peaks, top_images
-from core.analysis.attribution import METHODS, METHOD_LABELS, LogitsModel, Attribution, attribute, attribute_all
+from core.analysis.attribution import (
+    METHODS, METHOD_LABELS, NEARLY_SAME, LogitsModel, Attribution, attribute, attribute_all, map_correlation,
+    TargetContrast, target_contrast, TopUnit, top_unit,
+)
 from core.analysis.render import (
     Mosaic, mosaic, mosaic_columns, where_colors, where_mosaic, where_legend, display_image,
-    diverging_rgb, Tile, difference_tile, stage_difference, recon_tiles, swap_tiles, panel_png, swap_grid,
+    diverging_rgb, Tile, difference_tile, stage_difference, recon_tiles, swap_tiles, panel_png, print_png, swap_grid,
     sequential_rgb, tile_rgb, crisp_pixels, side_by_side, unit_tiles, tile_targets, padded_tiles, TIE_RGB,
 )
 from core.analysis.keys import where_key_png, outline_tile
@@ -30,6 +33,7 @@ from core.analysis.compare import (
     earlier_steps, default_partner,
 )
 from core.analysis.formation import StepPictures, step_pictures, switches_settled, spread_evenly
+from core.analysis.domain import DomainRank, domain_scores, domain_rank, UNLIKE_PERCENTILE, RECON_SCORE, ENERGY_SCORE
 from core.analysis.viewable import VIEWABLE_CHANNELS, MAX_VIEWABLE_SIZE, MAX_IMAGE_ACTIVATION_BYTES, check_viewable
 
 __all__ = [
@@ -38,9 +42,11 @@ __all__ = [
     "swap_matrix", "reconstruct", "no_where_recon", "morph_where", "ShiftStage", "shift_image", "shift_probe",
     "shift_curves", "along_axis", "shift_findings", "StageView", "UnitView", "layer_views", "unit_view",
     "unit_decodings", "channel_peaks", "top_images", "METHODS", "METHOD_LABELS", "LogitsModel", "Attribution",
-    "attribute", "attribute_all", "Mosaic", "mosaic", "mosaic_columns", "where_colors", "where_mosaic",
+    "attribute", "attribute_all", "NEARLY_SAME", "map_correlation", "TargetContrast", "target_contrast", "TopUnit",
+    "top_unit",
+    "Mosaic", "mosaic", "mosaic_columns", "where_colors", "where_mosaic",
     "where_legend", "display_image", "diverging_rgb", "Tile", "difference_tile", "stage_difference",
-    "recon_tiles", "swap_tiles", "panel_png", "swap_grid", "sequential_rgb", "tile_rgb", "crisp_pixels",
+    "recon_tiles", "swap_tiles", "panel_png", "print_png", "swap_grid", "sequential_rgb", "tile_rgb", "crisp_pixels",
     "side_by_side", "unit_tiles", "tile_targets", "padded_tiles", "where_key_png", "outline_tile", "TIE_RGB", "VIEWABLE_CHANNELS", "MAX_VIEWABLE_SIZE",
     "MAX_IMAGE_ACTIVATION_BYTES", "check_viewable", "ModelFigures", "CrossedWhere", "model_figures", "cross_refusal",
     "cross_where", "compare_findings", "probe_at", "shared_scale", "probe_findings", "ModelTraits", "Difference",
@@ -48,4 +54,5 @@ __all__ = [
     "StepPictures", "step_pictures",
     "PoolingLens", "SwitchAgreement", "window_ties", "pooling_lens", "switch_agreement", "tie_share",
     "paired_lenses", "busiest_channel", "spread_evenly", "switches_settled", "image_lens",
+    "DomainRank", "domain_scores", "domain_rank", "UNLIKE_PERCENTILE", "RECON_SCORE", "ENERGY_SCORE",
 ]

@@ -7,6 +7,12 @@ Methods (Captum):
   through the *switches* (the where), which is exactly how the SWWAE decoder reconstructs.
 - ``guided_backprop``: Springenberg et al. 2015, the gradient masked by both the forward ReLU and relu(grad).
 
+Deconvolution and guided backprop hardly depend on the class explained (Nie, Zhang & Patel 2018, "A theoretical
+explanation for perplexing behaviors of backpropagation-based visualizations"; Adebayo et al. 2018, "Sanity checks
+for saliency maps"): `target_contrast` measures it on one image, as the correlation of the maps of the two most
+likely classes. `top_unit` is the SWWAE's own route through the switches to set beside deconvolution: the top
+stage's strongest channel decoded alone through the image's wheres (core.analysis.unit_view).
+
 Captum's deconvolution and guided backprop put backward hooks on every ``nn.ReLU`` of the model they are given.
 The SWWAE's ReLUs are in-place (a fragile mix with backward hooks) and the dashboard's model is shared by every
 session, so attribution runs on a private copy with out-of-place ReLUs (`LogitsModel`); the model passed in is
@@ -22,9 +28,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from core.analysis.running import as_batch, evaluating
+from core.analysis.units import UnitView, unit_view
 from core.model import SWWAE
 
-__all__ = ["METHODS", "METHOD_LABELS", "LogitsModel", "Attribution", "attribute", "attribute_all"]
+__all__ = ["METHODS", "METHOD_LABELS", "NEARLY_SAME", "LogitsModel", "Attribution", "attribute", "attribute_all",
+           "map_correlation", "TargetContrast", "target_contrast", "TopUnit", "top_unit"]
 
 METHODS = ("integrated_gradients", "saliency", "deconvolution", "guided_backprop")
 METHOD_LABELS = {
@@ -33,6 +42,7 @@ METHOD_LABELS = {
     "deconvolution": "Deconvolution (Zeiler-Fergus)",
     "guided_backprop": "Guided Backprop",
 }
+NEARLY_SAME = 0.9  # maps of two classes correlating at least this much barely depend on the class
 
 
 class LogitsModel(nn.Module):
@@ -117,3 +127,67 @@ def attribute_all(model: SWWAE, image: torch.Tensor, methods: tuple[str, ...] = 
     """`attribute` for several methods, sharing one model copy."""
     wrapper = LogitsModel(model)
     return [attribute(wrapper, image, method, target, ig_steps=ig_steps) for method in methods]
+
+
+def map_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two maps of one shape over their values; NaN when either map is constant."""
+    assert a.shape == b.shape, f"maps of different shapes {a.shape} and {b.shape} cannot be correlated"
+    a = a.astype(np.float64).ravel() - a.mean(dtype=np.float64)
+    b = b.astype(np.float64).ravel() - b.mean(dtype=np.float64)
+    norm = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / norm) if norm > 0 else float("nan")
+
+
+@dataclass
+class TargetContrast:
+    """One method's maps for the two most likely classes of one image, and how alike they are."""
+
+    method: str
+    first: Attribution  # the predicted class's map
+    second: Attribution  # the runner-up's map
+    correlation: float  # map_correlation of the two maps as drawn (channel means); NaN when one is constant
+
+    @property
+    def nearly_same(self) -> bool:
+        return self.correlation >= NEARLY_SAME
+
+
+def target_contrast(model: SWWAE, image: torch.Tensor, methods: tuple[str, ...] = METHODS, *,
+                    ig_steps: int = 32) -> list[TargetContrast]:
+    """Per method, the maps of the predicted class and of the second most likely class, and their correlation:
+    near 1, the method shows the image rather than the class (module docstring)."""
+    assert model.config.num_classes >= 2, "contrasting two classes needs a model of at least two classes"
+    wrapper = LogitsModel(model)
+    batch = as_batch(image, wrapper.swwae)  # (1, C, H, W)
+    with torch.no_grad():
+        first, second = wrapper(batch)[0].topk(2).indices.tolist()
+    contrasts = []
+    for method in methods:
+        maps = [attribute(wrapper, batch, method, target, ig_steps=ig_steps) for target in (first, second)]
+        contrasts.append(TargetContrast(method, *maps, map_correlation(*(m.values.mean(0) for m in maps))))
+    return contrasts
+
+
+@dataclass
+class TopUnit:
+    """The top stage's strongest channel for one image, decoded alone through the image's wheres."""
+
+    view: UnitView  # stage, channel, its decoding and contribution (C, H, W)
+    scale: float  # max |contribution| of the channel mean (> 0), for the diverging scale attributions use
+
+    @property
+    def contribution(self) -> np.ndarray:
+        """(H, W) in [-1, 1]: what the unit adds to the decoding of an all-zero stage, over `scale`."""
+        return self.view.contribution.mean(0) / self.scale
+
+
+def top_unit(model: SWWAE, image: torch.Tensor) -> TopUnit:
+    """The top stage's channel with the largest what for this image, decoded alone through the image's wheres: the
+    SWWAE decoder's route back through the switches, to set beside deconvolution's."""
+    top = len(model.config.channels) - 1
+    with evaluating(model):
+        whats = model.encode(as_batch(image, model)).whats[top][0]  # (C_top, h, w)
+    channel = int(whats.flatten(1).amax(1).argmax())
+    view = unit_view(model, image, top, channel)
+    scale = float(np.abs(view.contribution.mean(0)).max(initial=0.0))
+    return TopUnit(view, scale if scale > 0 else 1.0)

@@ -20,7 +20,7 @@ from core.analysis.lens import window_ties
 __all__ = [
     "Mosaic", "mosaic", "mosaic_columns", "where_colors", "where_mosaic", "where_legend",
     "display_image", "diverging_rgb", "Tile", "difference_tile", "stage_difference", "recon_tiles", "swap_tiles",
-    "panel_png", "swap_grid", "sequential_rgb", "tile_rgb", "crisp_pixels", "side_by_side", "unit_tiles",
+    "panel_png", "print_png", "swap_grid", "sequential_rgb", "tile_rgb", "crisp_pixels", "side_by_side", "unit_tiles",
     "tile_targets", "padded_tiles", "TIE_RGB", "HIGHLIGHT_RGB",
 ]
 
@@ -246,8 +246,17 @@ def swap_tiles(a: np.ndarray, b: np.ndarray, result) -> list[Tile]:
     ]
 
 
-def panel_png(tiles: list[Tile], columns: int, scale: int = 6) -> bytes:
-    """Titled tiles -> PNG bytes. Pixels are upscaled by `scale` without smoothing (crisp model pixels)."""
+def print_png(tiles: list[Tile], columns: int, *, width_in: float = 3.5, dpi: int = 300) -> bytes:
+    """`panel_png` at print resolution: model pixels scaled so the panel is at least `width_in` inches wide at `dpi`
+    (a journal column: 3.5 in at 300 dpi, 1,050 px), with the resolution written in the PNG."""
+    h, w = tiles[0].image.shape[:2]
+    scale = max(1, math.ceil(width_in * dpi / (columns * (w + 2))))  # the panel's margins are small against w
+    return panel_png(tiles, columns, scale=scale, dpi=dpi)
+
+
+def panel_png(tiles: list[Tile], columns: int, scale: int = 6, dpi: int | None = None) -> bytes:
+    """Titled tiles -> PNG bytes. Pixels are upscaled by `scale` without smoothing (crisp model pixels); `dpi`
+    written in the file when given."""
     font = _font(13)
     title_height, margin = 22, 10
     h, w = tiles[0].image.shape[:2]
@@ -272,7 +281,8 @@ def panel_png(tiles: list[Tile], columns: int, scale: int = 6) -> bytes:
             _signed_bar(canvas, draw, (left + (cell_w - w * scale) // 2, top + title_height + h * scale + 4),
                         w * scale, tile.scale)
     buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG", compress_level=1)  # a few times faster than the default 6; local bytes
+    options = {"dpi": (dpi, dpi)} if dpi else {}
+    canvas.save(buffer, format="PNG", compress_level=1, **options)  # level 1: a few times faster than 6
     return buffer.getvalue()
 
 

@@ -71,9 +71,10 @@ class StopSignal:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if os.getpid() != self._pid:  # a forked child (a DataLoader worker) inherits this: there, the default
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+        if os.getpid() != self._pid:  # a forked child (a DataLoader worker) inherits this handler. There Ctrl-C is
+            if signum == signal.SIGTERM:  # the parent's to act on; SIGTERM (the DataLoader ending a stuck worker)
+                signal.signal(signum, signal.SIG_DFL)  # ends it as it would by default
+                os.kill(os.getpid(), signum)
             return
         again = self.event.is_set()
         self.event.set()
