@@ -23,13 +23,13 @@ def file_name(*parts: object, ext: str) -> str:
 
 def model_tag(label: str) -> str:
     """A model's label as a short file-name part: 'checkpoints/fashion.pt' -> 'fashion'."""
-    name = label.split(":", 1)[-1].strip().split("/")[-1]
-    return re.sub(r"\.(pt|pth|ckpt)$", "", name.split(" ")[0]) or "model"
+    name = label.split(":", 1)[-1].split(" (")[0].split(" at step ")[0].strip().split("/")[-1]
+    return re.sub(r"\.(pt|pth|ckpt)$", "", name).replace(" ", "-") or "model"
 
 
 def png_button(label: str, data: Callable[[], bytes], name: str, key: str) -> None:
     st.download_button(label, data=data, file_name=name, mime="image/png", on_click="ignore", key=key,
-                       icon=":material/download:")
+                       icon=":material/download:", type="tertiary", help=f"Saves {name}")
 
 
 def csv_bytes(columns: dict[str, list]) -> bytes:
@@ -43,7 +43,7 @@ def csv_bytes(columns: dict[str, list]) -> bytes:
 
 def csv_button(label: str, columns: dict[str, list], name: str, key: str) -> None:
     st.download_button(label, data=lambda: csv_bytes(columns), file_name=name, mime="text/csv", on_click="ignore",
-                       key=key, icon=":material/table:")
+                       key=key, icon=":material/table:", type="tertiary", help=f"Saves {name}")
 
 
 def chart_config(name: str) -> dict:

@@ -55,6 +55,9 @@ PAGES = [  # (page, title, what it shows and how to read it); icons as in the si
      "where maps and pooling lens at each snapshot, to watch the switches form."),
 ]
 
+SHARING = ("**Sharing and saving.** An explorer page's address holds its view (the model, the dataset images, the "
+           "stage, the channel): send it, and it opens the same view. Uploads and drawings are not in it (a link cannot "
+           "carry a file). Buttons beside the figures and tables download them.")
 COLOURS = ("**Images and maps** are drawn in grey (black = 0). **Sequential scales** (dark to bright) show "
            "magnitudes such as what values. **Diverging scales**, blue through white to red and centred on 0, show "
            "signed values: differences between pictures and attributions. **Where maps** colour each value by the "
@@ -82,6 +85,7 @@ with st.container(width=READING_WIDTH):  # lines a person can read, not the wide
     for page, title, icon, text in PAGES:
         st.page_link(page, label=title, icon=icon)
         st.markdown(text)
+    st.markdown(SHARING)
     st.subheader("Reading the pictures", anchor="colours")
     st.markdown(COLOURS)
 

@@ -179,7 +179,7 @@ def stage_maps(view: StageView, continuous: bool, fade: bool, chosen: int | None
     key_col, text_col = st.columns([2, 3], vertical_alignment="center")
     key_col.image(where_key_png(view.pool_size, continuous, fade))
     with key_col:
-        png_button("Download the where map (PNG)", partial(panel_png, where_tile, 1, 8),
+        png_button("Where map (PNG)", partial(panel_png, where_tile, 1, 8),
                    file_name("layers", model_tag(st.session_state[EXPLORER].label), picked_tag(),
                              f"stage-{view.stage + 1}", "where", ext="png"), f"layers_where_png_{view.stage}")
     text_col.caption(f"Each what map is pooled {view.pool_size}×{view.pool_size} from a {view.pre_pool.shape[1]}×"
@@ -246,7 +246,7 @@ def unit_section(explorer: Explorer, picked: Picked, views: list[StageView]) -> 
     top_tiles = [Tile(f"#{i} ({examples.label_name(i)}): {p:.2f}", side_by_side(
         [display_image(examples.images[i].numpy()), display_image(decoded)], vertical=True))
         for i, decoded, p in zip(indices, decodings, peaks)]
-    png_button("Download the unit's pictures and top images (PNG)",
+    png_button("These pictures (PNG)",
                lambda: panel_png(padded_tiles(tiles + top_tiles), 6, 6),
                file_name("unit", model_tag(explorer.label), picked_tag(), f"stage-{stage + 1}", f"channel-{channel}",
                          ext="png"), "layers_unit_png")

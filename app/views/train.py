@@ -118,8 +118,8 @@ def estimate(configs, device_label: str) -> tuple[str, str]:
     where = "this machine's CPU" if device.type == "cpu" else device_label
     return (f"**About {duration(steps * step_s)}** on {where}",
             f"Estimate: {steps:,} steps ({per_epoch:,} per epoch of {samples:,} images) × {step_s:.2g} s per step, "
-            f"timed here on a batch of {probe}{threads}{scaled}. Validation after each epoch adds a little; other "
-            "work on the machine slows it.")
+            f"timed here on a batch of {probe}{threads}{scaled}. The process's start, its data loading and a "
+            "validation after each epoch add a little; other work on the machine slows it.")
 
 
 st.title("Train")

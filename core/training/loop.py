@@ -18,22 +18,24 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable
 
 import torch
 
 from core.data import DataConfig, DeviceBatches, StreamBatches, fits_in_memory, materialize, one_per_class, open_split
 from core.model import SWWAE, UNLABELED, Checkpoint, ModelConfig, load_checkpoint
 from core.training import rundir
+from core.training.claiming import check_resumable, claim_on_rank_0, mark_failed
 from core.training.config import SEED_STRIDE, TrainConfig, TrainResult, check_configs, check_labels
 from core.training.devices import resolve_device
-from core.training.distributed import (DistContext, all_reduce_sum, broadcast_buffers, broadcast_text,
-                                       init_distributed)
-from core.training.evaluate import evaluate, is_better
+from core.training.distributed import DistContext, init_distributed
+from core.training.epoch import epoch_unclosed, evaluate_and_checkpoint, train_epoch
+from core.training.evaluate import evaluate
 from core.training.optim import build_optimizer, restore_optimizer
-from core.training.schedule import learning_rate, snapshot_steps
+from core.training.schedule import snapshot_steps
 from core.training.state import Run, StopRequested, StopSignal, set_rng_state
-from core.training.step import StepWindow, autocast, loss_term_names, memory_format, training_net
+from core.training.step import StepWindow, loss_term_names, memory_format, training_net
+from core.training.stopping import stopped, stopped_before_training
 
 __all__ = ["train"]
 
@@ -61,57 +63,6 @@ def _make_batches(data: DataConfig, model_config: ModelConfig, train: TrainConfi
     if mixed:
         raise ValueError("labeled_per_batch needs the training set held in memory; raise --max-memory-mb")
     return StreamBatches(subset, workers=data.workers, **common)
-
-
-def _check_resumable(run_dir: Path, *, resume: bool) -> None:
-    if not resume and (run_dir / rundir.LAST_CHECKPOINT).exists():
-        raise rundir.RunDirError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run")
-    if resume and not (run_dir / rundir.LAST_CHECKPOINT).exists():
-        raise rundir.RunDirError(f"nothing to resume: {run_dir / rundir.LAST_CHECKPOINT} does not exist")
-
-
-RUN_FILES = (rundir.CONFIG_FILE, rundir.METRICS_FILE, rundir.STATUS_FILE, rundir.LAST_CHECKPOINT)
-
-
-def _claim_run_dir(run_dir: Path, *, resume: bool, new_only: bool, held: rundir.Claim | None) -> rundir.Claim:
-    """Hold the run directory for this run (refused while another trainer holds it), or check it under the claim
-    the caller `held` already. Nothing in it changes until every input has been checked: a refused resume leaves a
-    finished run as it was. `new_only` (a dry run) refuses a folder that holds any run, before touching it."""
-    if new_only and any((run_dir / name).exists() for name in RUN_FILES):
-        raise rundir.RunDirError(f"{run_dir} holds a run: a dry run never writes into an existing run; give it a new "
-                                 "folder (or none)")
-    claim = held or rundir.claim(run_dir)
-    try:
-        _check_resumable(run_dir, resume=resume)
-    except BaseException:
-        if held is None:
-            claim.release()
-        raise
-    if held is None:  # a STOP left from before is no request to this run; one made from now on is. (A launcher
-        rundir.clear_stop(run_dir)  # that passed its claim down cleared it then: one made since is this run's.)
-    return claim
-
-
-def _claim_on_rank_0(run_dir: Path | None, ddp: DistContext, *, resume: bool, new_only: bool,
-                     held: rundir.Claim | None) -> rundir.Claim | None:
-    """Rank 0 claims the run directory; a refusal is raised on every rank, with rank 0's one-line reason, so no
-    rank waits for a run that will not start."""
-    claim, refusal = None, None
-    if run_dir is not None and ddp.is_main:
-        try:
-            claim = _claim_run_dir(run_dir, resume=resume, new_only=new_only, held=held)
-        except (rundir.RunDirError, OSError, ValueError) as exc:
-            refusal = exc
-    reason = broadcast_text(_first_line(refusal) if refusal is not None else None, ddp)
-    if refusal is not None:
-        raise refusal
-    if reason is not None:
-        raise rundir.RunDirError(f"rank 0 refused the run: {reason}")
-    return claim
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def train(
@@ -151,7 +102,7 @@ def train(
         with StopSignal() as stop_signal:  # until training starts, a stop raises StopRequested at once
             try:
                 with stop_signal.deferred():  # rank 0 alone writes, holding the claim
-                    claim = _claim_on_rank_0(run_dir, ddp, resume=resume, new_only=new_only, held=held)
+                    claim = claim_on_rank_0(run_dir, ddp, resume=resume, new_only=new_only, held=held)
                     if claim is not None:
                         stop_signal.watch(run_dir, interrupt=not ddp.enabled)
                 return _run(model_config, train_config, data_config, ddp=ddp, stop_signal=stop_signal,
@@ -159,42 +110,14 @@ def train(
                             progress=progress, export_path=export_path, test=test)
             except StopRequested:
                 writer = run_dir if claim is not None else None  # rank 0 (holding the claim) alone writes
-                return _stopped_before_training(model_config, train_config, writer, resume=resume)
+                return stopped_before_training(model_config, train_config, writer, resume=resume)
     except BaseException as exc:  # leave no "running" status behind a dead run
         if claim is not None:
-            _mark_failed(run_dir, exc)
+            mark_failed(run_dir, exc)
         raise
     finally:
         if claim is not None and claim is not held:
             claim.release()
-
-
-def _stopped_before_training(model_config: ModelConfig, train_config: TrainConfig, writer: Path | None, *,
-                             resume: bool) -> TrainResult:
-    """A stop while the run set up (building the model, loading data: a read that may never end): status.json
-    "stopped" (a resumed run keeps the step it stood at), no partial file of an interrupted write. Nothing else
-    was changed yet: last.pt, metrics and snapshots are as they were."""
-    previous = (rundir.read_status(writer) or {}) if writer is not None and resume else {}
-    step, epoch = int(previous.get("step") or 0), int(previous.get("epoch") or 0)
-    message = f"stopped before training {'resumed' if resume else 'started'} (while setting up, e.g. loading data)"
-    if writer is not None:
-        rundir.remove_partial_writes(writer)
-        rundir.write_status(writer, "stopped", step=step, epoch=epoch, message=message, epochs=train_config.epochs)
-        rundir.clear_stop(writer)
-    return TrainResult("stopped", step, epoch, message, SWWAE(model_config))
-
-
-def _mark_failed(run_dir: Path, exc: BaseException) -> None:
-    """Turn this process' "running" status into "failed: <reason>"; best effort (the disk may be full)."""
-    status = rundir.read_status(run_dir)
-    if not status or status.get("state") != "running" or status.get("pid") != os.getpid():
-        return  # not started yet: the status (if any) is a previous run's, and stays as it was
-    reason = _first_line(exc)
-    try:
-        rundir.write_status(run_dir, "failed", step=status["step"], epoch=status["epoch"],
-                            message=f"{type(exc).__name__}: {reason}")
-    except OSError:
-        pass  # the original error says more than this one
 
 
 def _run(model_config, train_config, data_config, *, ddp, stop_signal, run_dir, resume, on_record, should_stop,
@@ -211,24 +134,19 @@ def _run(model_config, train_config, data_config, *, ddp, stop_signal, run_dir, 
     if metrics is not None and not run.resumed and metrics.is_file() and metrics.stat().st_size:
         _void_earlier_attempt(run)
     message = f"already trained {run.step} of {run.total_steps} steps"
-    while run.epoch < train_config.epochs and (run.step < run.total_steps or _epoch_unclosed(run)):
-        ended = _train_epoch(run)
+    while run.epoch < train_config.epochs and (run.step < run.total_steps or epoch_unclosed(run)):
+        ended = train_epoch(run)
         if ended is not None:
             return ended  # stopped, or failed on a non-finite loss
         try:
-            _evaluate_and_checkpoint(run)
+            evaluate_and_checkpoint(run)
         except StopRequested:  # while waiting for a validation batch: the epoch's steps are done, its evaluation
             run.epoch -= 1  # is not; last.pt says so, and the resume evaluates it before it trains on
-            return _stopped(run, f"stopped at step {run.step}, before the evaluation of epoch {run.epoch + 1}")
+            return stopped(run, f"stopped at step {run.step}, before the evaluation of epoch {run.epoch + 1}")
         message = f"trained {run.step} steps, {run.epoch} epochs"
     if test:
         run.test_eval = _evaluate_test(run, model_config, data_config, run_dir)
     return run.finish("finished", message)
-
-
-def _epoch_unclosed(run: Run) -> bool:
-    """Whether the current epoch's steps are all done and it was not closed (a stop cut its evaluation short)."""
-    return run.step == (run.epoch + 1) * run.steps_per_epoch
 
 
 def _void_earlier_attempt(run: Run) -> None:
@@ -264,7 +182,7 @@ def _set_up(model_config: ModelConfig, tc: TrainConfig, data_config: DataConfig,
     device = resolve_device(tc.device, local_rank=ddp.local_rank)
     writer = run_dir if ddp.is_main else None  # rank 0 alone writes (and has claimed the directory)
     if writer is None and resume and run_dir is not None:
-        _check_resumable(run_dir, resume=True)
+        check_resumable(run_dir, resume=True)
     torch.manual_seed(tc.seed * SEED_STRIDE + ddp.rank)
     checkpoint: Checkpoint | None = load_checkpoint(run_dir / rundir.LAST_CHECKPOINT) if resume else None
     if checkpoint is not None and asdict(checkpoint.model_config) != asdict(model_config):
@@ -320,119 +238,3 @@ def _sample_images(val_batches, samples: int) -> torch.Tensor | None:
     wanted = {r // size for r in rows}  # the in-order batches that hold those rows
     kept = {b: images for b, (images, _) in enumerate(val_batches.in_order()) if b in wanted}
     return torch.stack([kept[r // size][r % size] for r in rows]) if rows else None  # (S, C, H, W)
-
-
-def _train_epoch(run: Run) -> TrainResult | None:
-    """Optimisation steps to the end of the epoch (or of max_steps), logging as it goes. Returns the result when
-    the run stops or fails on the way, else None."""
-    run.model.train()
-    batches = run.train_batches.epoch(run.epoch, start_step=run.step - run.epoch * run.steps_per_epoch)
-    try:
-        for images, labels in _waiting_interruptibly(run, batches):
-            for group in run.optimizer.param_groups:
-                group["lr"] = learning_rate(run.step, config=run.config, total_steps=run.total_steps)
-            terms, logits = run.optimisation_step(images, labels)
-            run.window.add(run.step, terms, logits, labels)
-            run.step += 1
-            run.save_snapshot()
-            if run.progress_bar is not None:
-                run.progress_bar.update(1)
-            # Single process: look for a stop request every step (cheap, no device sync). DDP: at log steps, where
-            # all ranks agree through the all-reduce, so they stop at the same step.
-            local_stop = not run.ddp.enabled and run.stop_requested()
-            end_of_epoch = run.step % run.steps_per_epoch == 0
-            if local_stop or run.step % run.config.log_every == 0 or end_of_epoch or run.step >= run.total_steps:
-                ended = _log_and_check(run, end_of_epoch=end_of_epoch)
-                if ended is not None:
-                    return ended
-            if run.step >= run.total_steps:
-                break
-    except StopRequested:  # while waiting for the next batch (a slow or blocked read): stop at the last step done
-        return _log_and_check(run, end_of_epoch=False) or _stopped(run, f"stopped at step {run.step}")
-    if _epoch_unclosed(run):  # the epoch ran to its end (not cut short by max_steps)
-        run.epoch += 1
-    return None
-
-
-def _waiting_interruptibly(run: Run, batches: Iterable) -> Iterator:
-    """`batches`, each waited for inside StopSignal.interruptible(): a stop while a read blocks raises StopRequested
-    (one process; under DDP the ranks must stop at one step, which they agree on at log steps)."""
-    batches = iter(batches)
-    while True:
-        with run.stop_signal.interruptible(enabled=not run.ddp.enabled):
-            batch = next(batches, None)
-        if batch is None:
-            return
-        yield batch
-
-
-def _log_and_check(run: Run, *, end_of_epoch: bool) -> TrainResult | None:
-    """At a log step: the "step" record; then fail on a non-finite loss, stop when asked (after saving last.pt) or
-    save last.pt every checkpoint_every steps. Returns the result when the run ends here, else None."""
-    failure, stop = _flush_window(run)
-    if failure:
-        return run.finish("failed", failure)
-    if stop:
-        return _stopped(run, f"stopped at step {run.step}")
-    if run.config.checkpoint_every and run.step % run.config.checkpoint_every == 0 and not end_of_epoch:
-        run.save(rundir.LAST_CHECKPOINT)
-    run.status("running")
-    return None
-
-
-def _stopped(run: Run, message: str) -> TrainResult:
-    """End the run on a stop request: last.pt at the last finished step, the STOP file honoured (removed)."""
-    run.save(rundir.LAST_CHECKPOINT)
-    if run.writer is not None:
-        rundir.clear_stop(run.writer)
-    return run.finish("stopped", message)
-
-
-def _flush_window(run: Run) -> tuple[str | None, bool]:
-    """Emit the window's "step" record and start a new window. Returns (a non-finite-loss message or None, whether
-    any rank asked to stop); under DDP one all-reduce carries the sums and both flags, so all ranks agree."""
-    window, names, world = run.window, run.window.names, run.ddp.world_size
-    flags = torch.tensor([float(window.first_bad_step >= 0), float(run.stop_requested())], device=run.device)
-    summed = all_reduce_sum(torch.cat([window.sums, flags]), run.ddp.enabled).tolist()
-    if window.steps:
-        elapsed = time.time() - window.start
-        correct, labeled = summed[len(names)], summed[len(names) + 1]
-        record = {"kind": "step", "step": run.step, "epoch": run.epoch}
-        record.update({n: v / (window.steps * world) for n, v in zip(names, summed)})
-        record.update(accuracy=correct / labeled if labeled else None, lr=run.optimizer.param_groups[0]["lr"],
-                      images_per_s=window.images * world / max(elapsed, 1e-9))
-        run.emit(record)
-        if run.progress_bar is not None:
-            run.progress_bar.set_postfix(loss=f"{record['total']:.4f}", epoch=run.epoch)
-    window.restart()
-    return window.failure(any_bad=summed[-2] > 0), summed[-1] > 0
-
-
-def _evaluate_and_checkpoint(run: Run) -> None:
-    """The end of an epoch: evaluate, then best.pt when this evaluation is the best so far, and last.pt."""
-    run.last_eval = _evaluate_and_log(run)
-    if run.last_eval.get("best"):
-        run.best_eval = run.last_eval
-        run.best_state = {name: value.detach().clone() for name, value in run.model.state_dict().items()}
-        run.save(rundir.BEST_CHECKPOINT)
-    run.save(rundir.LAST_CHECKPOINT)
-    run.window.start = time.time()  # evaluation time is not training throughput
-
-
-def _evaluate_and_log(run: Run) -> dict[str, Any]:
-    """Evaluate on the validation batches, emit the "eval" record (marked best or not), write the samples PNG."""
-    model, tc = run.model, run.config
-    if run.ddp.enabled:  # BatchNorm running stats drift per rank; evaluate everyone with rank 0's
-        broadcast_buffers(model)
-    metrics = evaluate(model, _waiting_interruptibly(run, run.val_batches.in_order()), config=tc, device=run.device,
-                       distributed=run.ddp.enabled)  # a stop while a batch is read raises StopRequested: no record
-    record = {"kind": "eval", "step": run.step, "epoch": run.epoch, **metrics}
-    record["best"] = is_better(record, run.best_eval, by_accuracy=tc.mode != "unsupervised")
-    run.emit(record)
-    if run.writer is not None and run.sample_images is not None and len(run.sample_images):
-        model.eval()
-        with torch.no_grad(), autocast(run.device, tc):
-            recon = model.decode(model.encode(run.sample_images, check_finite=False)).recon  # (S, C, H, W)
-        model.train()
-        rundir.write_samples(run.writer, run.epoch, run.sample_images, recon)
-    return record

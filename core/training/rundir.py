@@ -51,6 +51,9 @@
                                fresh start removes any an earlier attempt left.
       .<file>.<random>.tmp     an atomic write in progress; one left by a kill mid-write is removed when the next
                                trainer claims the directory
+
+The snapshots/ names live in core.training.snapshots and the process checks behind "pid" and "pid_start" in
+core.training.processes; this module re-exports them, so `rundir.<name>` stays the one way in to the format.
 """
 from __future__ import annotations
 
@@ -60,7 +63,6 @@ import io
 import json
 import math
 import os
-import re
 import socket
 import time
 from pathlib import Path
@@ -69,6 +71,8 @@ from typing import IO, Any
 import torch
 
 from core.model import atomic_write_bytes
+from core.training.processes import pid_alive, process_start_time
+from core.training.snapshots import SNAPSHOTS_DIR, list_snapshots, remove_snapshots_after, snapshot_path
 
 __all__ = [
     "open_no_follow", "check_no_links", "LINKS_REFUSED",
@@ -88,8 +92,6 @@ STOP_FILE = "STOP"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 SAMPLES_DIR = "samples"
-SNAPSHOTS_DIR = "snapshots"
-_SNAPSHOT_NAME = re.compile(r"step_(\d{8,})\.pt")
 STATES = ("running", "finished", "stopped", "failed")
 
 
@@ -235,35 +237,6 @@ def read_status(run_dir: str | os.PathLike) -> dict[str, Any] | None:
         return None
 
 
-def process_start_time(pid: Any) -> int | None:
-    """When process `pid` started, in clock ticks since boot (/proc/<pid>/stat field 22); None where unknown."""
-    try:
-        with open(f"/proc/{int(pid)}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])  # fields after "(comm)" start at field 3
-    except (OSError, IndexError, TypeError, ValueError, OverflowError):
-        return None
-
-
-def pid_alive(pid: Any, start: Any = None) -> bool:
-    """Whether process `pid` runs on this host (a zombie, exited but not yet reaped, counts as dead). With
-    `start` (a recorded process_start_time), a process that started at another time is a reused pid: dead."""
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    except (TypeError, ValueError, OverflowError):
-        return False
-    try:
-        with open(f"/proc/{int(pid)}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                return False
-    except (OSError, IndexError):
-        return True  # no /proc (not Linux): kill(0) said it exists
-    return start is None or process_start_time(pid) in (None, start)
-
-
 def is_live(status: dict[str, Any] | None) -> bool:
     """Whether `status` says running and its process still exists (on this host; another host counts as live)."""
     if not status or status.get("state") != "running":
@@ -382,26 +355,3 @@ def write_samples(run_dir: str | os.PathLike, epoch: int, images: torch.Tensor, 
 def list_samples(run_dir: str | os.PathLike) -> list[Path]:
     """Sample PNGs, oldest epoch first."""
     return sorted((Path(run_dir) / SAMPLES_DIR).glob("epoch_*.png"))
-
-
-def snapshot_path(run_dir: str | os.PathLike, step: int) -> Path:
-    """Where the snapshot of `step` lives: snapshots/step_<step, 8 digits or more>.pt."""
-    return Path(run_dir) / SNAPSHOTS_DIR / f"step_{int(step):08d}.pt"
-
-
-def list_snapshots(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """(step, path) of every snapshot file, earliest step first (temporary files and other names ignored)."""
-    folder = Path(run_dir) / SNAPSHOTS_DIR
-    if not folder.is_dir() or folder.is_symlink():
-        return []
-    found = ((_SNAPSHOT_NAME.fullmatch(path.name), path) for path in folder.iterdir())
-    return sorted((int(match.group(1)), path) for match, path in found if match and path.is_file())
-
-
-def remove_snapshots_after(run_dir: str | os.PathLike, step: int) -> list[int]:
-    """Remove the snapshots of steps after `step` (-1: all); returns their steps. A trainer holding the run's claim
-    calls it on resume (they are void) and on a fresh start."""
-    removed = [(found, path) for found, path in list_snapshots(run_dir) if found > step]
-    for _, path in removed:
-        path.unlink(missing_ok=True)
-    return [found for found, _ in removed]
