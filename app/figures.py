@@ -223,5 +223,5 @@ def emphasised(table: dict[str, list[str]], column: str, rows: tuple[str, ...]):
 
     frame = pd.DataFrame(table)
     marked = frame[column].isin(rows)
-    return frame.style.apply(lambda row: ["font-weight: 700; background-color: #fff3c4" if marked[row.name] else ""
+    return frame.style.apply(lambda row: ["font-weight: 700; background-color: #fff3c4; color: #31333F" if marked[row.name] else ""
                                           for _ in row], axis=1).hide(axis="index")

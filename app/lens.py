@@ -5,7 +5,7 @@ window it came from, so window (r, c) is the same square in every panel. Hoverin
 clicking it (any panel) outlines it in every panel and writes its readout below (session key `<key>_window`).
 
 Marks (said once in the key under the figure): a red square on the cell a window passed up (its switch); for soft
-pooling a red ring at the soft-argmax position; "=" on a tie (the window's maximum occurs more than once, so no cell
+pooling a red ring at the soft-argmax position; a grey veil over a tie (the window's maximum occurs more than once, so no cell
 was chosen: the index max pooling returns there is the scan order's, not the network's).
 """
 from __future__ import annotations
@@ -25,11 +25,11 @@ SWITCH_COLOR = "#ff2a2a"  # the switch: red, visible on Viridis' purple and yell
 HIGHLIGHT_COLOR = "#00d5ff"  # the clicked window, outlined in every panel
 MOVED_COLOR = "rgba(255, 140, 0, 0.55)"  # Swap: windows whose switch differs between A and B
 GRID_COLOR = "rgba(255, 255, 255, 0.45)"
-TIE_COLOR = "rgba(235, 235, 235, 0.7)"
+TIE_COLOR = "rgba(210, 210, 210, 0.55)"  # the veil over a tie: grey, as ties are in the where mosaics
 CHART = {"displaylogo": False, "displayModeBar": False}
 LENS_KEY_TEXT = ("Each square outlined in grey is one pooling window. **Red square**: the cell whose value the window "
-                 "passed up, its *switch* (the *where*). **=**: a *tie*, the window's largest value occurs more than "
-                 "once (most often all 0), so no cell was chosen. Hover a window to read it; click it to outline it "
+                 "passed up, its *switch* (the *where*). **Grey veil**: a *tie*, the window's largest value occurs "
+                 "more than once (most often all 0), so no cell was chosen. Hover a window to read it; click it to outline it "
                  "in every panel.")
 SOFT_KEY_TEXT = ("Soft pooling: the **red ring** is the soft-argmax, the cells' positions averaged with softmax "
                  "weights, so it can sit between cells.")
@@ -96,19 +96,20 @@ def _targets(lens: PoolingLens, hover: list[str]) -> dict:
 
 
 def _marks(lens: PoolingLens, marker_size: float) -> list[dict]:
-    """Switch marks on chosen windows and "=" on ties."""
-    x, y, rows, cols = _centres(lens)
-    tied = lens.tied[rows, cols]
-    chosen = ~tied
+    """Switch marks on chosen windows, and a grey veil over ties: one heatmap trace (a window's cell where it ties,
+    NaN elsewhere), far cheaper for the browser than a mark per window."""
+    _, _, rows, cols = _centres(lens)
+    chosen = ~lens.tied[rows, cols]
     switch = lens.switch[rows, cols]  # (K, 2) (row, col)
     soft = lens.pooling == "soft"
     traces = [dict(type="scatter", mode="markers", x=switch[chosen, 1], y=switch[chosen, 0], hoverinfo="skip",
                    marker=dict(symbol="circle-open" if soft else "square-open", size=marker_size,
                                color=SWITCH_COLOR, line=dict(width=2.5, color=SWITCH_COLOR)), showlegend=False)]
-    if tied.any():
-        traces.append(dict(type="scatter", mode="text", x=x[tied], y=y[tied], text=["="] * int(tied.sum()),
-                           textfont=dict(color=TIE_COLOR, size=max(9, int(marker_size * 0.9))), hoverinfo="skip",
-                           showlegend=False))
+    if lens.tied.any():
+        s = lens.pool_size
+        veil = np.where(lens.tied, 1.0, np.nan)  # (h, w)
+        traces.insert(0, dict(type="heatmap", z=veil, x0=(s - 1) / 2, dx=s, y0=(s - 1) / 2, dy=s, hoverinfo="skip",
+                              colorscale=[[0, TIE_COLOR], [1, TIE_COLOR]], showscale=False, xgap=3, ygap=3))
     return traces
 
 

@@ -83,3 +83,12 @@ def test_where_mosaic_paints_ties_grey_and_choices_in_colour():
         assert np.allclose(tile[tied], TIE_RGB)
         assert not np.isclose(tile[~tied], TIE_RGB).all(axis=-1).any()
     assert 0 < view.tied.mean() < 1
+
+
+def test_layers_detail_is_drawn_only_when_opened():
+    at = open_page("layers")
+    closed = len(at.get("image"))
+    at.session_state["layers_detail"] = True  # = opening the expander
+    at.run()
+    ok(at)
+    assert len(at.get("image")) == closed + 5  # 3 pre-pool mosaics and 2 decoder-hidden panels

@@ -90,7 +90,7 @@ def test_train_page_run_updates_the_runs_page_live(app_url, runs_dir, tmp_path):
         page.get_by_label("Batch size", exact=True).fill("32")
         page.get_by_text("More options").click()
         page.get_by_label("Log every (steps)", exact=True).fill("10")
-        page.get_by_label("Training samples (0 = all)", exact=True).fill("128")
+        page.get_by_label("Training images", exact=True).fill("128")
         page.get_by_role("button", name="Start training").click()
         page.get_by_text("Started browser-run").wait_for(timeout=30_000)
         page.evaluate("window.__same_page = true")  # gone if anything reloads the page

@@ -1,5 +1,5 @@
 """Drawing a digit in a real browser: `streamlit run app/main.py` on a free localhost port, headless Debian Chromium
-through Playwright. On the Layers page, choose "Draw", drag the mouse over the canvas, and the "Predicted" metric
+through Playwright. On the Layers page, choose "Draw", drag the mouse over the canvas, and the prediction readout
 must become the drawn class.
 
 streamlit-drawable-canvas 0.13 is a Streamlit components-v2 component: it renders in the page itself, inside the
@@ -39,12 +39,12 @@ def drag(page, box: dict, stroke: list[tuple[float, float]], steps: int = 12) ->
 
 
 def predicted(page) -> str:
-    return page.locator('[data-testid="stMetric"]').filter(has_text="Predicted").locator(
-        '[data-testid="stMetricValue"]').inner_text()
+    readout = page.locator('[data-testid="stMarkdownContainer"] p').filter(has_text="Predicted").first
+    return readout.locator("strong").first.inner_text()
 
 
 def wait_predicted(page, value: str, timeout_ms: int = 20_000) -> str:
-    """Poll until the Predicted metric reads `value` (the rerun's delta lands a moment after the mouse-up)."""
+    """Poll until the prediction readout names `value` (the rerun's delta lands a moment after the mouse-up)."""
     waited = 0
     while waited < timeout_ms:
         wait_idle(page)

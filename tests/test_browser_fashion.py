@@ -28,7 +28,7 @@ def test_an_uploaded_clothing_photo_is_named_by_the_fashion_model(tmp_path):
     boot_photo(tmp_path / "boot.jpg")
     with served_app(tmp_path / "server.log") as url, browser_page() as page:
         page.goto(url, timeout=60_000)
-        page.locator('[data-testid="stMetric"]').first.wait_for(timeout=90_000)
+        page.get_by_text("Predicted").first.wait_for(timeout=90_000)
         wait_idle(page)
         page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').filter(has_text="Model").locator(
             "input").click()

@@ -4,8 +4,11 @@ decoder's own route through the switches (the top stage's strongest unit decoded
 import streamlit as st
 
 from app import figures
+from app.address import BIND
+from app.downloads import chart_config, csv_button, file_name, model_tag
 from app.glossary import term_link
 from app.inputs import pick_image
+from app.probes import fingerprint
 from app.sidebar import current
 from core.analysis import METHOD_LABELS, METHODS, NEARLY_SAME, attribute, attribute_all, map_correlation
 from core.analysis import target_contrast, top_unit
@@ -13,6 +16,13 @@ from core.analysis import classify
 from core.analysis import display_image
 
 CHART = {"displaylogo": False}  # and theme=None: the figures keep their white card and dark text in both themes
+
+
+@st.cache_data(max_entries=32, show_spinner="Attributing...")
+def _contrasts(identity: str, image_key: str, methods: tuple[str, ...], steps: int, _model, _image):  # noqa: ARG001
+    """target_contrast of one image, keyed on the model's identity, the image's bytes, the methods and IG steps:
+    a rerun for another overlay opacity or class reuses it."""
+    return target_contrast(_model, _image, methods, ig_steps=steps)
 
 explorer = current()
 model, cfg = explorer.model, explorer.checkpoint.model_config
@@ -44,11 +54,11 @@ if not trained:
             icon=":material/info:")
 # The methods get a row of their own (all four names in full); the class box is wide enough for its longest label.
 methods = st.multiselect("Methods", list(METHODS), default=list(METHODS), key="attr_methods",
-                         format_func=METHOD_LABELS.get)
+                         format_func=METHOD_LABELS.get, bind=BIND)
 class_col, steps_col, opacity_col = st.columns([1.4, 1, 1])
 target_choice = class_col.selectbox("Class", ["predicted"] + list(range(cfg.num_classes)), key="attr_target",
-                                    format_func=class_label)
-steps = steps_col.select_slider("IG steps", [8, 16, 32, 64, 128], value=32, key="attr_ig_steps",
+                                    format_func=class_label, bind=BIND)
+steps = steps_col.select_slider("IG steps", [8, 16, 32, 64, 128], value=32, key="attr_ig_steps", bind=BIND,
                                 help="Integrated Gradients integration steps")
 opacity = opacity_col.slider("Overlay opacity", 0.1, 1.0, 0.7, 0.05, key="attr_opacity")
 target = predicted if target_choice == "predicted" else int(target_choice)
@@ -58,7 +68,8 @@ if not methods:
     st.stop()
 
 chosen = tuple(methods)
-contrasts = target_contrast(model, picked.image, chosen, ig_steps=steps) if cfg.num_classes >= 2 else []
+contrasts = (_contrasts(explorer.identity, fingerprint(picked.image), chosen, steps, model, picked.image)
+             if cfg.num_classes >= 2 else [])
 known = {(c.method, side.target): side for c in contrasts for side in (c.first, c.second)}  # maps computed already
 results = ([known[(method, target)] for method in chosen] if all((m, target) in known for m in chosen)
            else attribute_all(model, picked.image, chosen, target, ig_steps=steps))
@@ -74,8 +85,9 @@ SCALES = {"coloraxis": dict(colorscale=figures.GRAY, cmin=0, cmax=1, showscale=F
           "coloraxis2": dict(colorscale=figures.SIGNED, cmin=-1, cmax=1,
                              colorbar=dict(title="a / max|a|", len=0.8, thickness=12))}
 st.plotly_chart(figures.panel_figure(panels, columns=columns, height=300 if len(panels) <= 5 else 560,
-                                     coloraxes=SCALES), key="attr_maps", config=CHART,
-                theme=None)
+                                     coloraxes=SCALES), key="attr_maps", theme=None,
+                config=chart_config(file_name("attribution", model_tag(explorer.label), picked.caption,
+                                              f"class-{names[target]}", ext="svg")[:-4]))
 st.caption(f"Explaining class {names[target]}{'' if trained else ' of an untrained head'}. Each map is scaled by its own "
            "largest |attribution| (shown in its title).")
 
@@ -99,6 +111,12 @@ def contrast_line() -> str:
 
 if contrasts:
     st.markdown(contrast_line())
+    csv_button("These correlations (CSV)", {"method": [METHOD_LABELS[c.method] for c in contrasts],
+                                            "class": [names[c.first.target] for c in contrasts],
+                                            "other class": [names[c.second.target] for c in contrasts],
+                                            "r": [c.correlation for c in contrasts]},
+               file_name("attribution", model_tag(explorer.label), picked.caption, "class-contrast", ext="csv"),
+               "attr_contrast_csv")
 
 st.subheader("Two routes through the switches")
 unit = top_unit(model, picked.image)

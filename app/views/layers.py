@@ -292,5 +292,8 @@ with top_right:
     stage_tabs(views, explorer.checkpoint.model_config.pooling == "soft", fade)
 lens_section(explorer, encoding, views)
 unit_section(explorer, picked, views)
-with st.expander("Pre-pool maps, and each stage's decoder hidden state against its what (the L2M term)"):
-    stage_detail(views)
+detail = st.expander("Pre-pool maps, and each stage's decoder hidden state against its what (the L2M term)",
+                      key="layers_detail", on_change="rerun")
+if detail.open:  # drawn only when opened: its large pictures would otherwise cost every click
+    with detail:
+        stage_detail(views)

@@ -173,7 +173,7 @@ def live(active: frozenset[str], selected: tuple[str, ...], log_losses: bool) ->
     series = {name: curves(reader, MAX_POINTS) for name, reader in readers.items()}
     if any(series.values()):
         st.plotly_chart(curves_figure(series, log_losses=log_losses), key="runs_curves",
-                        config={"displaylogo": False})
+                        config={"displaylogo": False}, theme=None)
     else:
         st.info("No metrics logged yet.")
     counts = [f"{plain(name)}: {reader.count('step')} training and {reader.count('eval')} validation records"

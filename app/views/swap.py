@@ -147,7 +147,7 @@ def where_morph_section() -> None:
         [Line("MSE to A", morph.ts.tolist(), morph.mse_to_a.tolist(), 0),
          Line("MSE to B", morph.ts.tolist(), morph.mse_to_b.tolist(), 1)],
         title="Reconstruction error over t", x_title="t", y_title="MSE", height=260, marker_x=t),
-        key="swap_morph_curve", config=CHART)
+        key="swap_morph_curve", config=CHART, theme=None)
 
 
 def swap_matrix_section() -> None:
@@ -228,12 +228,13 @@ def shift_probe_section() -> None:
     what_col.plotly_chart(line_figure(
         stage_lines(rows, "what_per_input", "what_per_pre_pool", "what ÷ input", "what ÷ pre-pool"),
         title="What: change ÷ input's (solid), ÷ pre-pool's (dotted)", x_title="shift (pixels)",
-        y_title="ratio of relative changes", marker_x=shift, height=320), key="swap_probe_what", config=CHART)
+        y_title="ratio of relative changes", marker_x=shift, height=320), key="swap_probe_what", config=CHART,
+        theme=None)
     where_col.plotly_chart(line_figure(
         stage_lines(rows, "where_followed", "where_reference", "followed", "chance"),
         title="Where: moved by exactly the shift (dotted: chance)", x_title="shift (pixels)",
         y_title="fraction of active switches", y_range=(0, 1.02), marker_x=shift, height=320),
-        key="swap_probe_where", config=CHART)
+        key="swap_probe_where", config=CHART, theme=None)
     st.dataframe(probe_table([r for r in rows if r.shift == shift]), hide_index=True, key="swap_probe_table",
                  width="content", column_config={name: st.column_config.NumberColumn(format="%.3f")
                                                  for name in PROBE_COLUMNS if name not in INTEGER_COLUMNS})

@@ -112,7 +112,11 @@ def estimate(configs, device_label: str) -> tuple[str, str]:
     steps = per_epoch * train.epochs if not train.max_steps else min(train.max_steps, per_epoch * train.epochs)
     device = resolve_device(train.device)
     probe = train.batch_size if device.type != "cpu" else min(train.batch_size, PROBE_BATCH)
-    step_s = seconds_per_step(asdict(configs.model), train.device, probe) * train.batch_size / probe
+    try:
+        step_s = seconds_per_step(asdict(configs.model), train.device, probe) * train.batch_size / probe
+    except (RuntimeError, ValueError, AssertionError) as exc:  # e.g. a device this process cannot reach
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return "No time estimate", plain(f"a training step could not be timed on {train.device}: {reason}")
     threads = f" with {TRAINER_THREADS} thread{'s' if TRAINER_THREADS > 1 else ''}" if device.type == "cpu" else ""
     scaled = f", scaled to {train.batch_size} images" if probe != train.batch_size else ""
     where = "this machine's CPU" if device.type == "cpu" else device_label
