@@ -1,4 +1,5 @@
 """Device listing (core.training.devices) with a mocked torch.cuda, and the Train / Runs pages' use of it through AppTest."""
+import functools
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,20 +18,26 @@ GPUS = [SimpleNamespace(name="NVIDIA H200", total_memory=H200_BYTES),
         SimpleNamespace(name="NVIDIA A100-SXM4-40GB", total_memory=40 * GIB)]
 
 
+def answering(real, value: bool):
+    """A stand-in for a torch `is_available` that answers `value`, wrapping the real one as torch's own are wrapped
+    (torch._dynamo reads `torch.backends.mps.is_available.__wrapped__` when it is first imported)."""
+    return functools.wraps(real)(lambda: value)
+
+
 @pytest.fixture
 def two_gpus(monkeypatch):
     """torch.cuda as on a machine with two GPUs (no real CUDA call can happen: every function used is mocked)."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", answering(torch.cuda.is_available, True))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: len(GPUS))
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: GPUS[index])
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", answering(torch.backends.mps.is_available, False))
 
 
 @pytest.fixture
 def no_gpu(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", answering(torch.cuda.is_available, False))
+    monkeypatch.setattr(torch.backends.mps, "is_available", answering(torch.backends.mps.is_available, False))
 
 
 def test_each_gpu_is_listed_by_name_and_memory_and_the_first_is_the_default(two_gpus):
@@ -50,7 +57,7 @@ def test_without_a_gpu_only_the_cpu_is_listed(no_gpu):
 
 
 def test_mps_comes_before_the_cpu(no_gpu, monkeypatch):
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.mps, "is_available", answering(torch.backends.mps.is_available, True))
     assert [d.label for d in list_devices()][:1] == ["mps — Apple GPU"]
 
 
