@@ -164,8 +164,7 @@ def lens_figure(lens: PoolingLens, window: tuple[int, int] | None = None, *, hei
     # The small panels carry no marks (they would bury the values): the large one shows switches and ties, and a
     # clicked window is outlined in all three.
     what = [_what_as_windows(lens), _grid_trace(lens), _targets(lens, hover)]
-    unpooled = [dict(type="heatmap", z=lens.unpooled, coloraxis="coloraxis", hoverinfo="skip"), _grid_trace(lens),
-                _targets(lens, hover)]
+    unpooled = [dict(type="heatmap", z=lens.unpooled, coloraxis="coloraxis", hoverinfo="skip"), _grid_trace(lens)]
     data = [{**t, "xaxis": f"x{s}", "yaxis": f"y{s}"} for s, traces in (("", pre), ("2", what), ("3", unpooled))
             for t in traces]
     layout["shapes"] = _highlight(lens, window, ["", "2", "3"])

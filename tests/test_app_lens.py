@@ -54,7 +54,7 @@ def test_swap_matrix_scale_is_sequential_from_zero_and_rows_align():
 
 
 def test_swap_lens_compares_the_switches_of_one_channel():
-    at = open_page("swap")
+    at = open_section(open_page("swap"), "Pooling lens: A's and B's switches")
     lens = next(c for c in at.get("plotly_chart") if c.key == "swap_lens")
     sentence = next(m.value for m in at.markdown if m.value.startswith("Of the "))
     assert "put the switch elsewhere" in sentence

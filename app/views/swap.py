@@ -260,7 +260,7 @@ def lens_section() -> None:
         f"channel-{channel}", ext="svg")[:-4])
 
 
-SECTIONS = {"Pooling lens: A's and B's switches": lens_section, "Where morph": where_morph_section,
+SECTIONS = {"Where morph": where_morph_section, "Pooling lens: A's and B's switches": lens_section,
             "Shift probe: what invariance, where equivariance": shift_probe_section,
             "Swap matrix": swap_matrix_section}
 section = st.segmented_control("Explore further", list(SECTIONS), default=list(SECTIONS)[0], key="swap_section",
