@@ -181,18 +181,24 @@ def source_label(source: str) -> str:
     return "default (shipped)" if source == DEFAULT_CHECKPOINT else source
 
 
-def _try_switch(source: str) -> None:
-    """Load `source`; on success it becomes the model, on failure the choice reverts and the reason is kept."""
+def _try_switch(source: str, *, drawn: bool = False) -> None:
+    """Load `source`; on success it becomes the model, on failure the choice reverts and the reason is kept.
+    `drawn`: the Model selectbox is already on the page (an address chose the model), so its value cannot be set
+    again in this run: a failure asks for the loaded model on a rerun instead."""
     try:
         checkpoint = load_source(source, st.session_state[DEVICE])
         check_viewable(checkpoint.model_config)
     except CheckpointError as exc:
         kept = source_label(st.session_state[MODEL_LOADED])
         st.session_state[MODEL_ERROR] = f"Could not load {source_label(source)}: {exc}. Kept {kept}."
+        if drawn:
+            st.session_state[MODEL_REQUEST] = st.session_state[MODEL_LOADED]
+            st.rerun()
         st.session_state[MODEL_CHOICE] = st.session_state[MODEL_LOADED]
         return
     st.session_state[MODEL_LOADED] = source
-    st.session_state[MODEL_CHOICE] = source
+    if not drawn:
+        st.session_state[MODEL_CHOICE] = source
     st.session_state[SNAPSHOT_STEP] = None  # a new model starts at its own file's step
     if checkpoint.dataset in NATIVE_SHAPES:  # the examples follow the model to its own dataset
         st.session_state[DATASET] = checkpoint.dataset
@@ -200,22 +206,9 @@ def _try_switch(source: str) -> None:
 
 def _adopt_address_choice() -> None:
     """A model named by the opening address (the bound selectbox took it without calling on_change): load it as a
-    choice would; one that fails is reported and the loaded model comes back on a rerun."""
-    choice = st.session_state[MODEL_CHOICE]
-    if choice == st.session_state[MODEL_LOADED]:
-        return
-    try:
-        checkpoint = load_source(choice, st.session_state[DEVICE])
-        check_viewable(checkpoint.model_config)
-    except CheckpointError as exc:
-        kept = source_label(st.session_state[MODEL_LOADED])
-        st.session_state[MODEL_ERROR] = f"Could not load {source_label(choice)}: {exc}. Kept {kept}."
-        st.session_state[MODEL_REQUEST] = st.session_state[MODEL_LOADED]
-        st.rerun()
-    st.session_state[MODEL_LOADED] = choice
-    st.session_state[SNAPSHOT_STEP] = None
-    if checkpoint.dataset in NATIVE_SHAPES:  # the examples follow the model to its own dataset
-        st.session_state[DATASET] = checkpoint.dataset
+    choice would."""
+    if st.session_state[MODEL_CHOICE] != st.session_state[MODEL_LOADED]:
+        _try_switch(st.session_state[MODEL_CHOICE], drawn=True)
 
 
 def _on_choice() -> None:

@@ -6,50 +6,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
-from streamlit.testing.v1 import AppTest
 
 from app.glossary import GLOSSARY, anchor, term_link
 from core.analysis import (
     METHODS, NEARLY_SAME, attribute, evaluating, map_correlation, target_contrast, top_unit, unit_decodings,
 )
 from core.data import load_examples
-from core.model import SWWAE, digits_config, load_checkpoint
+from core.model import load_checkpoint
+from tests.test_attribution import image, model  # noqa: F401 - shared fixtures
+from tests.test_runs_app import ok, open_page
 
 ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app" / "main.py")
 DEFAULT = ROOT / "checkpoints" / "default.pt"
-TIMEOUT = 120
 REQUIRED_TERMS = ("what", "where", "switch", "pooling window", "stride", "L2rec", "L2M", "invariance", "equivariance",
                   "tie", "soft pooling", "unpooling")
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    net = SWWAE(digits_config(channels=(8, 16, 16), head_width=32))
-    for module in net.modules():  # non-trivial BatchNorm statistics, as after training
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 1.5)
-    return net.eval()
-
-
-@pytest.fixture(scope="module")
-def image():
-    return torch.rand(1, 28, 28, generator=torch.Generator().manual_seed(1))
-
-
-def open_page(page: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.switch_page(f"views/{page}.py").run()
-    ok(at)
-    return at
-
-
-def ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 # --- core: the numbers the Attribution page prints -----------------------------------------------------------------

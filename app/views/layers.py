@@ -132,8 +132,9 @@ def overview(explorer: Explorer, picked: Picked, encoding, decoding) -> None:
     """Input, reconstruction and their difference (with its scale), the prediction in one line and a small bar chart
     of the class probabilities (left out for a model trained without labels)."""
     image, recon = picked.image.numpy(), decoding.recon[0].float().cpu().numpy()
-    st.image(panel_png(recon_tiles(image, recon), 3, scale=3))  # a PNG: cheap for the browser to draw
-    png_button("Download (PNG)", partial(panel_png, recon_tiles(image, recon), 3, 8),
+    tiles = recon_tiles(image, recon)
+    st.image(panel_png(tiles, 3, scale=3))  # a PNG: cheap for the browser to draw
+    png_button("Download (PNG)", partial(panel_png, tiles, 3, 8),
                file_name("layers", model_tag(explorer.label), picked_tag(), "reconstruction", ext="png"),
                "layers_overview_png")
     recon_mse = mse(decoding.recon, picked.image)
@@ -239,13 +240,12 @@ def unit_section(explorer: Explorer, picked: Picked, views: list[StageView]) -> 
     indices, peaks, decodings = _top_units(explorer.identity, examples.name, stage, channel, model, examples.images)
     st.markdown(f"**Top {len(indices)}** of the {examples.name} examples ({examples.description}) by this unit's "
                 "largest what, each above the unit's decoding of it; captions: #index (class): largest what")
-    pictures = [crisp_pixels(side_by_side([display_image(examples.images[i].numpy()), display_image(decoded)],
-                                          vertical=True), TOP_SIDE) for i, decoded in zip(indices, decodings)]
-    st.image(pictures, caption=[f"#{i} ({examples.label_name(i)}): {p:.2f}" for i, p in zip(indices, peaks)],
-             width=pictures[0].shape[1], output_format="PNG")  # natural size: crisp pixels
     top_tiles = [Tile(f"#{i} ({examples.label_name(i)}): {p:.2f}", side_by_side(
         [display_image(examples.images[i].numpy()), display_image(decoded)], vertical=True))
         for i, decoded, p in zip(indices, decodings, peaks)]
+    pictures = [crisp_pixels(tile.image, TOP_SIDE) for tile in top_tiles]
+    st.image(pictures, caption=[tile.title for tile in top_tiles], width=pictures[0].shape[1],
+             output_format="PNG")  # natural size: crisp pixels
     png_button("These pictures (PNG)",
                lambda: panel_png(padded_tiles(tiles + top_tiles), 6, 6),
                file_name("unit", model_tag(explorer.label), picked_tag(), f"stage-{stage + 1}", f"channel-{channel}",
