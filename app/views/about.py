@@ -12,7 +12,7 @@ TOUR = [  # (page, label, what to look at there)
      f"{term_link('where')} map beside them says which cell of each {term_link('pooling window')} won."),
     ("views/layers.py", "2 · The pooling lens (on Layers, below the stages)",
      f"Click any map in the what mosaic: the lens draws that channel large, every window outlined, its "
-     f"{term_link('switch')} marked in red and each {term_link('tie')} as \"=\". Hover a window to read its values."),
+     f"{term_link('switch')} marked in red and each {term_link('tie')} under a grey veil. Hover a window to read its values."),
     ("views/swap.py", "3 · Swap: A's what with B's where",
      "Decode image A's what with image B's where: the result takes B's positions with A's content, and the table "
      "says which of the two it is closer to, stage by stage."),
