@@ -17,7 +17,8 @@ __all__ = ["file_name", "png_button", "csv_button", "chart_config", "csv_bytes"]
 
 def file_name(*parts: object, ext: str) -> str:
     """'swwae_default_A-150_B-350_stage-1.png': the parts joined, each reduced to letters, digits, '.', '-' and '_'."""
-    cleaned = [re.sub(r"[^A-Za-z0-9._-]+", "-", str(part)).strip("-") for part in parts if str(part)]
+    cleaned = [re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._-]+", "-", str(part))).strip("-") for part in parts
+               if str(part)]
     return "_".join(["swwae", *cleaned]) + f".{ext}"
 
 

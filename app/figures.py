@@ -5,6 +5,7 @@ per figure; a mosaic of C channels is one heatmap trace, never C subplots.
 """
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass, field
 
@@ -14,7 +15,7 @@ import plotly.graph_objects as go
 from core.analysis import Mosaic
 
 __all__ = ["Panel", "panel_figure", "gray_panel", "rgb_panel", "mosaic_panel", "where_panel", "signed_panel",
-           "channel_targets", "bar_figure", "tile_outline", "HIGHLIGHT", "swap_matrix_figure", "MSE_SCALE", "emphasised", "static_table", "GRAY", "SIGNED"]
+           "channel_targets", "scale_strip", "probability_bars_html", "tile_outline", "HIGHLIGHT", "swap_matrix_figure", "MSE_SCALE", "emphasised", "static_table", "GRAY", "SIGNED"]
 
 GRAY = [[0.0, "black"], [1.0, "white"]]
 HIGHLIGHT = "#00d5ff"  # the chosen tile or window, outlined
@@ -90,12 +91,43 @@ def channel_targets(panel: Panel, targets: tuple[np.ndarray, np.ndarray, np.ndar
     cursor; a marker within hoverdistance (20 px) of the cursor beats the heatmap, so tiles up to ~40 px work.
     """
     x, y, peaks = targets
-    marker = dict(size=4, color="rgba(0,0,0,0)", line=dict(width=0))
+    marker = dict(size=4, color="rgba(0,0,0,0)", line=dict(width=0), maxdisplayed=1)  # see TARGET_NOTE
     trace = dict(type="scatter", mode="markers", x=x, y=y, customdata=np.arange(len(x)), text=peaks,
                  marker=marker, selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0)),
                  hovertemplate="channel %{customdata}, largest %{text:.3f}<br>click: open this unit<extra></extra>",
                  showlegend=False)
     return Panel(panel.title, panel.traces + [trace])
+
+
+# TARGET_NOTE: invisible click targets set `marker.maxdisplayed=1`: Plotly then draws one of them, but hovers and
+# click-selects every point (both work on the data, not on the drawn marks). Drawing and styling a mark per target
+# cost the browser more than the rest of the figure (196 marks: 52 ms a redraw; with maxdisplayed: 22 ms).
+STRIP_AXIS = "99"  # the axis suffix a scale strip takes (panel figures number theirs from 1)
+STRIP_ROOM = 0.93  # panel_figure: the paper width its panels keep when it draws a colour bar at the right
+
+
+def scale_strip(figure: go.Figure, *, colorscale, low: float, high: float, title: str, x: list[float],
+                y: list[float], vertical: bool = True) -> go.Figure:
+    """Add a colour bar drawn as a thin heatmap on its own axes at paper domain `x` by `y`, ticks on its right
+    (`vertical`) or below it. It reads like Plotly's colour bar, which costs a browser several times a figure's
+    redraw (Plotly lays the figure out again to make room for it); the traces it explains take `showscale=False`
+    or a colour axis with `showscale=False` and the same `colorscale`, `low` and `high`."""
+    values = np.linspace(low, high, 64)
+    trace = dict(type="heatmap", z=values[:, None] if vertical else values[None, :], colorscale=colorscale,
+                 zmin=low, zmax=high, showscale=False, hoverinfo="skip", xaxis=f"x{STRIP_AXIS}",
+                 yaxis=f"y{STRIP_AXIS}")
+    trace.update(dict(y=values, x=[0]) if vertical else dict(x=values, y=[0]))
+    ticks = dict(showgrid=False, zeroline=False, ticks="outside", ticklen=3, tickfont=dict(size=10), fixedrange=True,
+                 showline=False, title=dict(text=title, font=dict(size=11)), nticks=6)
+    hidden = dict(visible=False, fixedrange=True)
+    value_axis, other_axis = ("yaxis", "xaxis") if vertical else ("xaxis", "yaxis")
+    figure.add_trace(trace)
+    figure.update_layout({
+        f"{value_axis}{STRIP_AXIS}": dict(domain=y if vertical else x, anchor=f"{other_axis[0]}{STRIP_AXIS}",
+                                          side="right" if vertical else "bottom", **ticks),
+        f"{other_axis}{STRIP_AXIS}": dict(domain=x if vertical else y, anchor=f"{value_axis[0]}{STRIP_AXIS}",
+                                          **hidden)})
+    return figure
 
 
 def tile_outline(layout: Mosaic, channel: int | None) -> dict | None:
@@ -109,7 +141,8 @@ def tile_outline(layout: Mosaic, channel: int | None) -> dict | None:
 
 def panel_figure(panels: list[Panel], columns: int, *, height: int, coloraxes: dict[str, dict] | None = None,
                  gap: float = 0.025, clickable: bool = False, outline: dict | None = None) -> go.Figure:
-    """Panels on a grid, each with square pixels and its title above; shared colour axes with colour bars.
+    """Panels on a grid, each with square pixels and its title above; shared colour axes, at most one with a colour
+    bar (drawn by `scale_strip`: cheap for the browser).
 
     `clickable`: a click selects the point under it (Plotly's clickmode 'event+select'), for st.plotly_chart's
     on_select; zooming by dragging stays. `outline`: a shape (e.g. `tile_outline`) drawn over the panels."""
@@ -133,35 +166,47 @@ def panel_figure(panels: list[Panel], columns: int, *, height: int, coloraxes: d
                                           xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=13)))
         for trace in panel.traces:
             data.append({**trace, "xaxis": f"x{suffix}", "yaxis": f"y{suffix}"})
+    strips = [name for name, axis in (coloraxes or {}).items() if axis.get("showscale", True)]
+    if len(strips) > 1:
+        raise ValueError(f"panel_figure draws one colour bar; {strips} ask for one each")
+    if strips:  # the panels make room on the right for the colour bar, drawn as a strip (scale_strip)
+        for name in layout:
+            if name.startswith("xaxis"):
+                layout[name]["domain"] = [x * STRIP_ROOM for x in layout[name]["domain"]]
+        for annotation in layout["annotations"]:
+            annotation["x"] *= STRIP_ROOM
+        layout["margin"]["r"] = 40
     for name, axis in (coloraxes or {}).items():
-        layout[name] = axis
+        layout[name] = {key: value for key, value in axis.items() if key != "colorbar"} | {"showscale": False}
     if outline is not None:
         layout["shapes"] = [outline]
-    return go.Figure(data=data, layout=layout)
+    figure = go.Figure(data=data, layout=layout)
+    for name in strips:
+        axis = coloraxes[name]
+        title = axis.get("colorbar", {}).get("title", "")
+        scale_strip(figure, colorscale=axis["colorscale"], low=axis["cmin"], high=axis["cmax"],
+                    title=title.get("text", "") if isinstance(title, dict) else title,
+                    x=[STRIP_ROOM + 0.02, STRIP_ROOM + 0.035], y=[0.1, 0.9 - 30 / height])
+    return figure
 
 
-def bar_figure(labels: list[str], series: dict[str, list[float]], *, height: int = 260, title: str = "",
-               y_title: str = "", y_range: tuple[float, float] | None = None, highlight: int | None = None,
-               compact: bool = False) -> go.Figure:
-    """Grouped bars, one series per key; `highlight` outlines one category (e.g. the predicted class). `compact`:
-    small margins and ticks, for a one-line readout's chart."""
-    data = []
-    for name, values in series.items():
-        bar = dict(type="bar", x=labels, y=values, name=name, hovertemplate="%{x}: %{y:.3f}<extra>" + name + "</extra>")
-        if highlight is not None and len(series) == 1:
-            bar["marker"] = dict(color=["#d62728" if i == highlight else "#4c78a8" for i in range(len(labels))])
-        data.append(bar)
-    layout = dict(height=height, margin=dict(l=40, r=8, t=30 if title else 8, b=30), barmode="group",
-                  title=dict(text=title, font=dict(size=14)) if title else None, yaxis=dict(title=y_title),
-                  xaxis=dict(type="category"), showlegend=len(series) > 1,
-                  legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
-    if y_range is not None:
-        layout["yaxis"]["range"] = list(y_range)
-    if compact:
-        layout["margin"] = dict(l=30, r=4, t=4, b=24)
-        layout["yaxis"].update(tickvals=[0, 0.5, 1], tickfont=dict(size=10))
-        layout["xaxis"]["tickfont"] = dict(size=10)
-    return go.Figure(data=data, layout=layout)
+PROBABILITY_BAR_COLORS = ("#4c78a8", "#d62728")  # other classes, the predicted class
+
+
+def probability_bars_html(names: list[str], probabilities: list[float], highlight: int) -> str:
+    """Class probabilities as a small horizontal bar chart in plain HTML (a row per class: name, bar, value): read
+    at a glance, and nothing for the browser to lay out but a few boxes (a Plotly chart costs it a redraw per
+    click). The predicted class is red and bold; text takes the theme's colour."""
+    rows = []
+    for i, (name, p) in enumerate(zip(names, probabilities)):
+        color = PROBABILITY_BAR_COLORS[i == highlight]
+        weight = "font-weight:600;" if i == highlight else ""
+        rows.append(f'<span style="text-align:right;white-space:nowrap;{weight}">{html.escape(str(name))}</span>'
+                    f'<span style="background:rgba(128,128,128,0.15);height:9px;align-self:center">'
+                    f'<span style="display:block;height:100%;width:{100 * min(max(p, 0.0), 1.0):.1f}%;'
+                    f'background:{color}"></span></span><span style="{weight}">{p:.1%}</span>')
+    return ('<div class="probability-bars" style="display:grid;grid-template-columns:max-content 1fr 3.6em;'
+            'column-gap:6px;row-gap:1px;font-size:12px;line-height:14px;max-width:360px">' + "".join(rows) + "</div>")
 
 
 def static_table(rows, formats: dict[str, str]) -> dict[str, list[str]]:

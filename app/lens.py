@@ -2,7 +2,9 @@
 
 Panels share one coordinate system, the pre-pool map's pixels: the *what* map draws each pooled value over the
 window it came from, so window (r, c) is the same square in every panel. Hovering a window reads out its values;
-clicking it (any panel) outlines it in every panel and writes its readout below (session key `<key>_window`).
+clicking it in the large pre-pool panel (where the click targets are) outlines it in every panel and writes its
+readout below (session key `<key>_window`). Each panel is one picture (core.analysis.lens_pictures) with its marks
+drawn in: far cheaper for the browser than a vector mark per window.
 
 Marks (said once in the key under the figure): a red square on the cell a window passed up (its switch); for soft
 pooling a red ring at the soft-argmax position; a grey veil over a tie (the window's maximum occurs more than once, so no cell
@@ -10,27 +12,25 @@ was chosen: the index max pooling returns there is the scan order's, not the net
 """
 from __future__ import annotations
 
+import base64
 from functools import partial
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.analysis import PoolingLens, SwitchAgreement
+from app.figures import scale_strip
+from core.analysis import PoolingLens, SwitchAgreement, lens_pictures, picture_png
 
-__all__ = ["lens_figure", "show_lens", "show_swap_lens", "SWITCH_COLOR", "HIGHLIGHT_COLOR", "LENS_KEY_TEXT",
+__all__ = ["lens_figure", "show_lens", "show_swap_lens", "HIGHLIGHT_COLOR", "LENS_KEY_TEXT",
            "window_key"]
 
-SWITCH_COLOR = "#ff2a2a"  # the switch: red, visible on Viridis' purple and yellow
 HIGHLIGHT_COLOR = "#00d5ff"  # the clicked window, outlined in every panel
-MOVED_COLOR = "rgba(255, 140, 0, 0.55)"  # Swap: windows whose switch differs between A and B
-GRID_COLOR = "rgba(255, 255, 255, 0.45)"
-TIE_COLOR = "rgba(210, 210, 210, 0.55)"  # the veil over a tie: grey, as ties are in the where mosaics
 CHART = {"displaylogo": False, "displayModeBar": False}
-LENS_KEY_TEXT = ("Each square outlined in grey is one pooling window. **Red square**: the cell whose value the window "
+LENS_KEY_TEXT = ("Each square outlined in white is one pooling window. **Red square**: the cell whose value the window "
                  "passed up, its *switch* (the *where*). **Grey veil**: a *tie*, the window's largest value occurs "
-                 "more than once (most often all 0), so no cell was chosen. Hover a window to read it; click it to outline it "
-                 "in every panel.")
+                 "more than once (most often all 0), so no cell was chosen. Hover a window in any panel to read it; click it "
+                 "in the large map to outline it in every panel.")
 SOFT_KEY_TEXT = ("Soft pooling: the **red ring** is the soft-argmax, the cells' positions averaged with softmax "
                  "weights, so it can sit between cells.")
 NONE_KEY_TEXT = ("This model's decoder ignores the switches (the where ablation's *none*): it unpools by copying "
@@ -48,20 +48,12 @@ def _axes(layout: dict, suffix: str, domain_x: list[float], domain_y: list[float
                                     constrain="domain", range=[height - 0.5, -0.5])
 
 
-def _grid_trace(lens: PoolingLens) -> dict:
-    """The window borders as one line trace (NaN-separated segments)."""
-    height, width = lens.pre_pool.shape
-    s = lens.pool_size
-    h, w = lens.windows
-    xs, ys = [], []
-    for col in range(w + 1):
-        xs += [col * s - 0.5, col * s - 0.5, None]
-        ys += [-0.5, h * s - 0.5, None]
-    for row in range(h + 1):
-        xs += [-0.5, w * s - 0.5, None]
-        ys += [row * s - 0.5, row * s - 0.5, None]
-    return dict(type="scatter", x=xs, y=ys, mode="lines", line=dict(color=GRID_COLOR, width=1), hoverinfo="skip",
-                showlegend=False)
+def _picture(rgb: np.ndarray, pixel: int) -> dict:
+    """A lens panel's raster (core.analysis.lens_pictures) as an image trace in model pixels: one element for the
+    browser to draw, however many windows and switches it shows."""
+    source = "data:image/png;base64," + base64.b64encode(picture_png(rgb)).decode("ascii")
+    return dict(type="image", source=source, x0=-0.5 + 0.5 / pixel, dx=1 / pixel, y0=-0.5 + 0.5 / pixel,
+                dy=1 / pixel, hoverinfo="skip")
 
 
 def _centres(lens: PoolingLens) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -88,36 +80,22 @@ def _window_hover(lens: PoolingLens) -> list[str]:
 
 
 def _targets(lens: PoolingLens, hover: list[str]) -> dict:
-    """An invisible marker at each window's centre: Streamlit reports clicks on scatter points, not on heatmaps."""
+    """An invisible marker at each window's centre: Streamlit reports clicks on scatter points, not on heatmaps.
+    Only one is drawn (app.figures.TARGET_NOTE): hover and click still reach every window."""
     x, y, rows, cols = _centres(lens)
     return dict(type="scatter", mode="markers", x=x, y=y, customdata=np.stack([rows, cols], -1), text=hover,
-                marker=dict(size=4, color="rgba(0,0,0,0)"), selected=dict(marker=dict(opacity=0)),
+                marker=dict(size=4, color="rgba(0,0,0,0)", maxdisplayed=1), selected=dict(marker=dict(opacity=0)),
                 unselected=dict(marker=dict(opacity=0)), hovertemplate="%{text}<extra></extra>", showlegend=False)
 
 
-def _marks(lens: PoolingLens, marker_size: float) -> list[dict]:
-    """Switch marks on chosen windows, and a grey veil over ties: one heatmap trace (a window's cell where it ties,
-    NaN elsewhere), far cheaper for the browser than a mark per window."""
-    _, _, rows, cols = _centres(lens)
-    chosen = ~lens.tied[rows, cols]
-    switch = lens.switch[rows, cols]  # (K, 2) (row, col)
-    soft = lens.pooling == "soft"
-    traces = [dict(type="scatter", mode="markers", x=switch[chosen, 1], y=switch[chosen, 0], hoverinfo="skip",
-                   marker=dict(symbol="circle-open" if soft else "square-open", size=marker_size,
-                               color=SWITCH_COLOR, line=dict(width=2.5, color=SWITCH_COLOR)), showlegend=False)]
-    if lens.tied.any():
-        s = lens.pool_size
-        veil = np.where(lens.tied, 1.0, np.nan)  # (h, w)
-        traces.insert(0, dict(type="heatmap", z=veil, x0=(s - 1) / 2, dx=s, y0=(s - 1) / 2, dy=s, hoverinfo="skip",
-                              colorscale=[[0, TIE_COLOR], [1, TIE_COLOR]], showscale=False, xgap=3, ygap=3))
-    return traces
-
-
-def _what_as_windows(lens: PoolingLens) -> dict:
-    """The what map drawn in pre-pool pixels: value (r, c) covers window (r, c)."""
+def _hover_windows(lens: PoolingLens, hover: list[str]) -> dict:
+    """A see-through heatmap, one cell per window, that reads a window out on hover: hover costs the browser
+    nothing until it happens, where every click target is a mark it draws."""
     s = lens.pool_size
-    return dict(type="heatmap", z=lens.what, x0=(s - 1) / 2, dx=s, y0=(s - 1) / 2, dy=s, coloraxis="coloraxis",
-                hoverinfo="skip")
+    h, w = lens.windows
+    return dict(type="heatmap", z=np.zeros((h, w)), x0=(s - 1) / 2, dx=s, y0=(s - 1) / 2, dy=s, showscale=False,
+                colorscale=[[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]], text=np.array(hover).reshape(h, w),
+                hovertemplate="%{text}<extra></extra>")
 
 
 def _highlight(lens: PoolingLens, window: tuple[int, int] | None, suffixes: list[str]) -> list[dict]:
@@ -139,9 +117,8 @@ def _low_high(*maps: np.ndarray) -> tuple[float, float]:
 def lens_figure(lens: PoolingLens, window: tuple[int, int] | None = None, *, height: int = 470) -> go.Figure:
     """Pre-pool with windows and switches (large, left); what and unpooled (right, stacked); one colour scale."""
     map_h, map_w = lens.pre_pool.shape
-    pixel = (height - 60) / map_h  # screen px per model pixel in the large panel
     hover = _window_hover(lens)
-    layout: dict = dict(height=height, margin=dict(l=4, r=4, t=28, b=4), plot_bgcolor="white", paper_bgcolor="white",
+    layout: dict = dict(height=height, margin=dict(l=4, r=40, t=28, b=4), plot_bgcolor="white", paper_bgcolor="white",
                         hovermode="closest", clickmode="event+select", showlegend=False,
                         hoverlabel=dict(font=dict(family="monospace", size=12)), annotations=[], shapes=[])
     _axes(layout, "", [0.0, 0.56], [0.0, 0.94], map_h, map_w)
@@ -155,20 +132,18 @@ def lens_figure(lens: PoolingLens, window: tuple[int, int] | None = None, *, hei
         layout["annotations"].append(dict(text=text, x=x, y=y, xref="paper", yref="paper", xanchor="center",
                                           yanchor="bottom", showarrow=False, font=dict(size=13)))
     low, high = _low_high(lens.pre_pool, lens.what, lens.unpooled)
-    layout["coloraxis"] = dict(colorscale="Viridis", cmin=low, cmax=high,
-                               colorbar=dict(title=dict(text="value", side="right"), len=0.9, thickness=12, x=1.0,
-                                             xanchor="right"))
-    marks = _marks(lens, marker_size=max(6.0, pixel * 0.8))
-    pre = [dict(type="heatmap", z=lens.pre_pool, coloraxis="coloraxis", hoverinfo="skip"), _grid_trace(lens), *marks,
-           _targets(lens, hover)]
-    # The small panels carry no marks (they would bury the values): the large one shows switches and ties, and a
-    # clicked window is outlined in all three.
-    what = [_what_as_windows(lens), _grid_trace(lens), _targets(lens, hover)]
-    unpooled = [dict(type="heatmap", z=lens.unpooled, coloraxis="coloraxis", hoverinfo="skip"), _grid_trace(lens)]
+    pictures = lens_pictures(lens, low, high)
+    # Switches and ties are drawn on the large panel only (on the small ones they would bury the values); a clicked
+    # window is outlined in all three. Every panel reads a window out on hover; clicks land on the large one (a click
+    # target per window is the figure's main cost to the browser).
+    pre = [_picture(pictures.pre_pool, pictures.pixel), _targets(lens, hover)]
+    what = [_picture(pictures.what, pictures.small_pixel), _hover_windows(lens, hover)]
+    unpooled = [_picture(pictures.unpooled, pictures.small_pixel), _hover_windows(lens, hover)]
     data = [{**t, "xaxis": f"x{s}", "yaxis": f"y{s}"} for s, traces in (("", pre), ("2", what), ("3", unpooled))
             for t in traces]
     layout["shapes"] = _highlight(lens, window, ["", "2", "3"])
-    return go.Figure(data=data, layout=layout)
+    return scale_strip(go.Figure(data=data, layout=layout), colorscale="Viridis", low=low, high=high, title="value",
+                       x=[0.93, 0.945], y=[0.05, 0.9])
 
 
 def _on_click(key: str) -> None:
@@ -227,33 +202,24 @@ def swap_lens_figure(lens_a: PoolingLens, lens_b: PoolingLens, agreement: Switch
     """A's and B's pre-pool maps with their switches, side by side on one colour scale; windows whose switch
     differs between them shaded orange on both."""
     map_h, map_w = lens_a.pre_pool.shape
-    pixel = (height - 60) / map_h
-    layout: dict = dict(height=height, margin=dict(l=4, r=4, t=28, b=4), plot_bgcolor="white", paper_bgcolor="white",
+    layout: dict = dict(height=height, margin=dict(l=4, r=40, t=28, b=4), plot_bgcolor="white", paper_bgcolor="white",
                         hovermode="closest", clickmode="event+select", showlegend=False,
                         hoverlabel=dict(font=dict(family="monospace", size=12)), annotations=[], shapes=[])
-    _axes(layout, "", [0.0, 0.46], [0.0, 0.93], map_h, map_w)
-    _axes(layout, "2", [0.5, 0.96], [0.0, 0.93], map_h, map_w)
-    for text, x in ((f"A: stage {lens_a.stage + 1}, channel {lens_a.channel}", 0.23),
-                    (f"B: stage {lens_b.stage + 1}, channel {lens_b.channel}", 0.73)):
+    _axes(layout, "", [0.0, 0.44], [0.0, 0.93], map_h, map_w)
+    _axes(layout, "2", [0.48, 0.92], [0.0, 0.93], map_h, map_w)
+    for text, x in ((f"A: stage {lens_a.stage + 1}, channel {lens_a.channel}", 0.22),
+                    (f"B: stage {lens_b.stage + 1}, channel {lens_b.channel}", 0.70)):
         layout["annotations"].append(dict(text=text, x=x, y=0.94, xref="paper", yref="paper", xanchor="center",
                                           yanchor="bottom", showarrow=False, font=dict(size=13)))
     low, high = _low_high(lens_a.pre_pool, lens_b.pre_pool)
-    layout["coloraxis"] = dict(colorscale="Viridis", cmin=low, cmax=high,
-                               colorbar=dict(title=dict(text="value", side="right"), len=0.9, thickness=12))
-    s = lens_a.pool_size
-    moved = np.argwhere(agreement.moved)
-    for suffix in ("", "2"):
-        for row, col in moved:
-            layout["shapes"].append(dict(type="rect", xref=f"x{suffix}", yref=f"y{suffix}", x0=col * s - 0.5,
-                                         x1=(col + 1) * s - 0.5, y0=row * s - 0.5, y1=(row + 1) * s - 0.5,
-                                         line=dict(color=MOVED_COLOR, width=2.5)))
     layout["shapes"] += _highlight(lens_a, window, ["", "2"])
     data = []
     for suffix, lens in (("", lens_a), ("2", lens_b)):
-        traces = [dict(type="heatmap", z=lens.pre_pool, coloraxis="coloraxis", hoverinfo="skip"), _grid_trace(lens),
-                  *_marks(lens, marker_size=max(6.0, pixel * 0.8)), _targets(lens, _window_hover(lens))]
+        pictures = lens_pictures(lens, low, high, moved=agreement.moved)
+        traces = [_picture(pictures.pre_pool, pictures.pixel), _targets(lens, _window_hover(lens))]
         data += [{**t, "xaxis": f"x{suffix}", "yaxis": f"y{suffix}"} for t in traces]
-    return go.Figure(data=data, layout=layout)
+    return scale_strip(go.Figure(data=data, layout=layout), colorscale="Viridis", low=low, high=high, title="value",
+                       x=[0.945, 0.96], y=[0.05, 0.9])
 
 
 def show_swap_lens(lens_a: PoolingLens, lens_b: PoolingLens, agreement: SwitchAgreement, key: str,

@@ -18,6 +18,11 @@ Loading goes through `core.model.load_checkpoint`, cached with `st.cache_resourc
 sha256 of its bytes; and the device. `Explorer.identity` carries it to the pages: every cache of a model's results
 is keyed on it, never on the source's name or step, so a checkpoint rewritten in place with other weights (a run
 retrained under the same name, an export written twice to one path) is never shown with the old one's results.
+
+Foreign pooling networks (app.networks) ride on the same paths: a pooling-network file or `.pt2` under checkpoints/
+or uploaded is told apart from an SWWAE checkpoint by its format marker and opened through core.model.specs; an
+architecture opened in the "Open your own network" expander gets a ``"network:..."`` source. A network without a
+dataset on this machine (ImageNet's) has no examples: its pages work on uploads and drawings.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from core.model import Checkpoint, CheckpointError, load_checkpoint
 from core.data import NATIVE_SHAPES, class_names, load_examples
 from core.runs import runs_root
 from core.analysis import check_viewable
+from app import networks
 from app.address import BIND
 from app.scrub import step_slider
 
@@ -94,7 +100,11 @@ class Explorer:
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        """The name of each of the model's classes, from the dataset it was trained on (numbers when unknown)."""
+        """The name of each of the model's classes: its own (a network's ImageNet weights), else the dataset's it was
+        trained on (numbers when unknown)."""
+        given = getattr(self.checkpoint, "class_names", None)
+        if given:
+            return tuple(given)
         return class_names(self.checkpoint.dataset, self.checkpoint.model_config.num_classes)
 
 
@@ -117,8 +127,8 @@ def examples_of(dataset: str, channels: int, image_size: int) -> Examples:
 
 
 def path_of(source: str) -> Path | None:
-    """The file of a source (None for an upload)."""
-    return None if source.startswith(UPLOAD_PREFIX) else _resolve(source)
+    """The file of a source (None for an upload or a network opened from the sidebar)."""
+    return None if source.startswith((UPLOAD_PREFIX, networks.NETWORK_PREFIX)) else _resolve(source)
 
 
 def _resolve(source: str) -> Path:
@@ -136,19 +146,24 @@ def file_identity(path: Path) -> str:
 
 def load_identified(source: str, device: str) -> tuple[Checkpoint, str]:
     """The checkpoint of a MODEL_CHOICE value (cached) and its identity on `device` (see the module's docstring);
-    raises CheckpointError with a one-line reason."""
+    raises CheckpointError with a one-line reason. Pooling networks open through app.networks."""
+    if source.startswith(networks.NETWORK_PREFIX):
+        return networks.open_recipe(source, device)
     if source.startswith(UPLOAD_PREFIX):
         data = st.session_state.get(UPLOADS, {}).get(source)
         if data is None:
             raise CheckpointError("the uploaded checkpoint is no longer in this session; upload it again")
         sha256 = hashlib.sha256(data).hexdigest()
-        return _load_bytes(sha256, device, data), f"sha256:{sha256}@{device}"
+        load = networks.open_bytes if networks.is_network_bytes(data) else _load_bytes
+        return load(sha256, device, data), f"sha256:{sha256}@{device}"
     path = _resolve(source)
     try:
-        identity = f"{file_identity(path)}@{device}"
+        stat_identity = file_identity(path)
     except OSError:
         raise CheckpointError(f"{source}: no such file") from None
-    return _load_file(str(path), identity, device), identity
+    identity = f"{stat_identity}@{device}"
+    load = networks.open_path if networks.is_network_file(str(path), stat_identity) else _load_file
+    return load(str(path), identity, device), identity
 
 
 def load_source(source: str, device: str) -> Checkpoint:
@@ -158,7 +173,7 @@ def load_source(source: str, device: str) -> Checkpoint:
 
 def find_checkpoints() -> list[str]:
     """Sources of the checkpoints on disk: the default first, then checkpoints/**.pt and <runs root>/*/*.pt."""
-    paths = [*ROOT.glob("checkpoints/**/*.pt"), *runs_root().glob("*/*.pt")]
+    paths = [*ROOT.glob("checkpoints/**/*.pt"), *ROOT.glob("checkpoints/**/*.pt2"), *runs_root().glob("*/*.pt")]
     found = sorted({source_of(p) for p in paths if p.is_file()})
     return sorted(found, key=lambda source: source != DEFAULT_CHECKPOINT)
 
@@ -178,7 +193,17 @@ def request_model(path: str | Path) -> None:
 def source_label(source: str) -> str:
     if source.startswith(UPLOAD_PREFIX):
         return f"uploaded: {source.split(':', 2)[2]}"
-    return "default (shipped)" if source == DEFAULT_CHECKPOINT else source
+    if source.startswith(networks.NETWORK_PREFIX):
+        return source.split(":", 2)[2]
+    if source in SHIPPED_MODELS.values():  # "default (shipped)", "fashion (shipped)"
+        return f"{Path(source).stem} (shipped)"
+    path = _resolve(source)
+    try:
+        if networks.is_network_file(str(path), identity := file_identity(path)):
+            return networks.network_file_label(str(path), identity)
+    except OSError:
+        pass
+    return source
 
 
 def _try_switch(source: str, *, drawn: bool = False) -> None:
@@ -243,10 +268,15 @@ def render() -> Explorer | None:
     _init_state()
     if MODEL_REQUEST in st.session_state:
         _try_switch(st.session_state.pop(MODEL_REQUEST))
+    if networks.OWN_REQUEST in st.session_state:  # the "Open your own network" button; a failure is forgotten
+        own = st.session_state.pop(networks.OWN_REQUEST)
+        _try_switch(own)
+        if st.session_state[MODEL_LOADED] != own:
+            st.session_state[networks.NETWORKS].pop(own, None)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     if st.session_state[DEVICE] not in devices:
         st.session_state[DEVICE] = "cpu"
-    sources = find_checkpoints() + list(st.session_state[UPLOADS])
+    sources = [*find_checkpoints(), *st.session_state[UPLOADS], *st.session_state.get(networks.NETWORKS, {})]
     for source in (st.session_state[MODEL_LOADED], st.session_state[MODEL_CHOICE]):
         if source not in sources:  # e.g. a requested checkpoint outside checkpoints/ and runs/
             sources.append(source)
@@ -255,28 +285,51 @@ def render() -> Explorer | None:
         st.selectbox("Model", sources, key=MODEL_CHOICE, format_func=source_label, on_change=_on_choice, bind=BIND,
                      help="Checkpoints under checkpoints/ and runs/*/, and uploaded ones.")
         _adopt_address_choice()
-        st.file_uploader("...or upload a checkpoint", type=["pt", "pth", "ckpt"], key=MODEL_UPLOAD,
-                         on_change=_on_upload, help="An SWWAE checkpoint written by SWWAE Explorer. "
-                         "Files holding code are refused, never run.")
+        st.file_uploader("...or upload a checkpoint", type=["pt", "pth", "ckpt", "pt2"], key=MODEL_UPLOAD,
+                         on_change=_on_upload, help="An SWWAE checkpoint written by SWWAE Explorer, a pooling-network "
+                         "file or a .pt2 program. Files holding code are refused, never run.")
+        networks.own_network_form()
         if MODEL_ERROR in st.session_state:
             st.error(st.session_state.pop(MODEL_ERROR))
-        st.selectbox("Examples", [name for name in NATIVE_SHAPES], key=DATASET,
+        st.selectbox("Examples", [name for name in NATIVE_SHAPES], key=DATASET, disabled=_without_dataset(),
                      help="Images of a dataset, converted to the model's channels and size; the loaded model's "
-                          "own dataset unless you choose another.")
+                          "own dataset unless you choose another. A network trained on a dataset that is not on "
+                          "this machine (ImageNet) has none: use uploads and drawings.")
         st.radio("Device", devices, key=DEVICE, horizontal=True)
 
         explorer = _build_explorer()
         if explorer is not None:
             explorer = at_chosen_step(explorer, SNAPSHOT_STEP)
         if explorer is not None:
-            cfg = explorer.checkpoint.model_config
-            trained_on = explorer.checkpoint.dataset or "an unnamed dataset"
-            examples = f"; examples: {explorer.examples.description}" if explorer.examples is not None else ""
-            st.caption(f"Trained on {trained_on}: {cfg.pooling} pooling, stages {list(cfg.channels)}, input "
-                       f"{cfg.in_channels}x{cfg.image_size}x{cfg.image_size}; step {explorer.checkpoint.step}, "
-                       f"epoch {explorer.checkpoint.epoch}{examples}")
+            st.caption(_model_caption(explorer))
     st.session_state[EXPLORER] = explorer
     return explorer
+
+
+def _model_caption(explorer: Explorer) -> str:
+    """The loaded model in one line: what it was trained on, its stages, its input (and, for a network, its
+    architecture and decoding)."""
+    cfg, checkpoint = explorer.checkpoint.model_config, explorer.checkpoint
+    trained_on = checkpoint.dataset or "an unnamed dataset"
+    examples = f"; examples: {explorer.examples.description}" if explorer.examples is not None else ""
+    shape = f"input {cfg.in_channels}x{cfg.image_size}x{cfg.image_size}"
+    if getattr(cfg, "decoder", None) is None:
+        return (f"Trained on {trained_on}: {cfg.pooling} pooling, stages {list(cfg.channels)}, {shape}; step "
+                f"{checkpoint.step}, epoch {checkpoint.epoch}{examples}")
+    trained = networks.RANDOM_NOTE if getattr(checkpoint, "random_weights", False) else f"trained on {trained_on}"
+    fit = checkpoint.metrics.get("decoder") if isinstance(checkpoint.metrics.get("decoder"), dict) else {}
+    decoding = ("deconvnet projection (no trained decoder)" if cfg.decoder == "deconvnet"
+                else f"fitted what-where decoder, the network frozen (val MSE {fit.get('val_mse', float('nan')):.4f})"
+                if cfg.decoder == "fitted" else f"no decoding ({cfg.decoder_reason})")
+    return (f"{cfg.architecture}, {trained}: {len(cfg.pool_sizes)} max-pooling layers {list(cfg.channels)}, {shape}; "
+            f"{decoding}{examples}")
+
+
+def _without_dataset() -> bool:
+    """Whether the loaded model is a network whose dataset is not one of the example sets (ImageNet's)."""
+    explorer = st.session_state.get(EXPLORER)
+    return (explorer is not None and getattr(explorer.checkpoint.model_config, "decoder", None) is not None
+            and explorer.checkpoint.dataset not in NATIVE_SHAPES)
 
 
 def _build_explorer() -> Explorer | None:
@@ -292,6 +345,10 @@ def _build_explorer() -> Explorer | None:
         del st.session_state[MODEL_CHOICE]  # reset to the default on the next run
         return None
     cfg = checkpoint.model_config
+    if getattr(cfg, "decoder", None) is not None and checkpoint.dataset not in NATIVE_SHAPES:
+        st.caption("No example set: this network's dataset is not on this machine, so its pages work on uploaded "
+                   "and drawn images; top images and the probe over a set need the dataset.")
+        return Explorer(source, source_label(source), checkpoint, device, None, identity)
     try:
         examples = examples_of(st.session_state[DATASET], cfg.in_channels, cfg.image_size)
         if tuple(examples.images.shape[1:]) != checkpoint.model.input_shape:

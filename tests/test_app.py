@@ -1,5 +1,6 @@
 """The dashboard through streamlit.testing.v1.AppTest, on the shipped checkpoint: every page reruns cleanly after
 its widgets change, and every kind of bad upload gets st.error while the loaded model stays."""
+import re
 import io
 import pickle
 from pathlib import Path
@@ -49,10 +50,18 @@ def test_layers_page_widgets():
     at = open_page("layers")
     stages = len(digits_config().channels)
     assert len(at.tabs) == stages
-    # probabilities, the open stage's what mosaic and the pooling lens (the other pictures are PNGs)
-    assert [c.key for c in charts(at)] == ["layers_probs", "layers_maps_0", "layers_lens"]
+    # the open stage's what mosaic and the pooling lens (the other pictures are PNGs, the probabilities HTML bars)
+    assert [c.key for c in charts(at)] == ["layers_maps_0", "layers_lens"]
     readout = next(m.value for m in at.markdown if m.value.startswith("Predicted"))
     assert "reconstruction MSE" in readout and "label" in readout
+    bars = next(m.value for m in at.markdown if "probability-bars" in m.value)
+    rows = re.findall(r'nowrap;(font-weight:600;)?">([^<]+)</span>.*?width:([0-9.]+)%;background:(#[0-9a-f]+)'
+                      r'.*?">([0-9.]+)%</span>', bars)
+    assert len(rows) == 10 and abs(sum(float(row[4]) for row in rows) - 100) < 0.5  # a bar per class, summing to 1
+    assert all(row[2] == row[4] for row in rows)  # each bar as long as its probability
+    predicted = re.search(r"Predicted \*\*(\w+)\*\* \(([0-9.]+)%", readout)
+    marked = [(name, value) for bold, name, _, color, value in rows if bold and color == "#d62728"]
+    assert marked == [(predicted.group(1), predicted.group(2))]  # the predicted class, and only it, red and bold
     at.number_input(key="layers_index").set_value(7).run()
     ok(at)
     assert at.number_input(key="layers_index").value == 7

@@ -102,5 +102,5 @@ def test_a_glossary_link_scrolls_to_its_term(app_url):
         open_page(page, f"{app_url}/about#l2m")
         heading = page.locator("#l2m")
         page.wait_for_function("() => { const h = document.getElementById('l2m'); const r = h && h.getBoundingClientRect();"
-                               " return r && r.top >= 0 && r.top < window.innerHeight / 2; }", timeout=10_000)
+                               " return r && r.top >= 0 && r.top < window.innerHeight / 2; }", timeout=30_000)
         assert heading.inner_text().strip() == "L2M"

@@ -32,7 +32,7 @@ def test_an_uploaded_clothing_photo_is_named_by_the_fashion_model(tmp_path):
         wait_idle(page)
         page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').filter(has_text="Model").locator(
             "input").click()
-        page.get_by_role("option", name="checkpoints/fashion.pt", exact=True).click()
+        page.get_by_role("option", name="fashion (shipped)", exact=True).click()
         wait_idle(page)
         page.get_by_text("fashion-mnist index").wait_for(timeout=60_000)
         page.locator('[data-testid="stMain"]').get_by_text("Upload", exact=True).click()

@@ -83,7 +83,7 @@ def test_clicking_a_what_map_opens_its_unit(app_url, tmp_path):
         shutil.copy(tmp_path / "layers_unit.png", Path(os.environ["SWWAE_SCREENSHOT_DIR"]) / "layers_unit.png")
 
 
-# Page coordinates of window (row, col) in panel `panel` (0: pre-pool, 1: what, 2: unpooled) of the lens.
+# Page coordinates of window (row, col) in the `panel`-th panel with click targets of the lens (0: pre-pool).
 WINDOW_JS = """([key, panel, row, col]) => {
   const plot = document.querySelector(`.st-key-${key} .js-plotly-plot`);
   const targets = plot._fullData.filter(trace => trace.type === 'scatter' && trace.mode === 'markers'
@@ -99,8 +99,8 @@ OUTLINES_JS = """key => (document.querySelector(`.st-key-${key} .js-plotly-plot`
 
 
 def test_the_lens_follows_a_tile_click_and_links_a_clicked_window(app_url, tmp_path):
-    """Click a what tile: the lens shows that channel. Click a window in the *what* panel: it is outlined in all
-    three panels, at the same window, and its readout appears."""
+    """Click a what tile: the lens shows that channel. Click a window in the large pre-pool panel: it is outlined in
+    all three panels, at the same window, and its readout appears."""
     with browser_page(1280, 800) as page:
         page.goto(app_url, timeout=60_000)
         page.locator(".st-key-layers_lens .js-plotly-plot").wait_for(timeout=120_000)
@@ -114,7 +114,7 @@ def test_the_lens_follows_a_tile_click_and_links_a_clicked_window(app_url, tmp_p
         page.evaluate("document.querySelector('.st-key-layers_lens').scrollIntoView({block: 'center'})")
         page.wait_for_timeout(1500)
         assert page.evaluate(OUTLINES_JS, "layers_lens") == []
-        point = page.evaluate(WINDOW_JS, ["layers_lens", 1, 6, 7])  # window (6, 7) in the what panel
+        point = page.evaluate(WINDOW_JS, ["layers_lens", 0, 6, 7])  # window (6, 7) in the pre-pool panel
         page.mouse.move(point["x"], point["y"])
         page.wait_for_timeout(200)
         page.mouse.click(point["x"], point["y"])

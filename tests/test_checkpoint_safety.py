@@ -84,6 +84,9 @@ def test_truncated_file(tmp_path, good_bytes, fraction):
 def test_random_bytes(tmp_path):
     (tmp_path / "noise.pt").write_bytes(os.urandom(4096))
     assert_one_line_error(tmp_path / "noise.pt")
+    (tmp_path / "text.pt").write_bytes(b"garbage " * 64)  # read as a legacy pickle: not code, just unreadable
+    message = assert_one_line_error(tmp_path / "text.pt")
+    assert "not a readable PyTorch file" in message and "refused" not in message
 
 
 @pytest.mark.parametrize("writer", ["torch.save", "pickle"])
@@ -99,7 +102,7 @@ def test_malicious_pickle_never_runs(tmp_path, writer):
     message = assert_one_line_error(tmp_path / "evil.pt")
     assert not target.exists(), "loading the checkpoint ran code from it"
     if writer == "torch.save":
-        assert "refused" in message
+        assert "refused" in message  # said as code refused, not as an unreadable file
     # the reference: an unsafe loader really would have created the file
     if writer == "torch.save":
         torch.load(tmp_path / "evil.pt", weights_only=False)

@@ -13,7 +13,8 @@ from app.sidebar import current
 from core.analysis import METHOD_LABELS, METHODS, NEARLY_SAME, attribute, attribute_all, map_correlation
 from core.analysis import target_contrast, top_unit
 from core.analysis import classify
-from core.analysis import display_image
+from core.analysis import decoder_refusal, display_image, projects
+from app.networks import untrained_note
 
 CHART = {"displaylogo": False}  # and theme=None: the figures keep their white card and dark text in both themes
 
@@ -49,9 +50,8 @@ def class_label(choice) -> str:
 
 
 if not trained:
-    st.info("This model was trained without labels (unsupervised): its classifier head keeps its random initial "
-            "weights. The maps still show which pixels move the chosen logit, but that logit means no class.",
-            icon=":material/info:")
+    st.info(untrained_note(explorer.checkpoint) + " The maps still show which pixels move the chosen logit, but that "
+            "logit means no class.", icon=":material/info:")
 # The methods get a row of their own (all four names in full); the class box is wide enough for its longest label.
 methods = st.multiselect("Methods", list(METHODS), default=list(METHODS), key="attr_methods",
                          format_func=METHOD_LABELS.get, bind=BIND)
@@ -119,20 +119,38 @@ if contrasts:
                "attr_contrast_csv")
 
 st.subheader("Two routes through the switches")
+if (refusal := decoder_refusal(cfg)) is not None:
+    st.info(f"Deconvolution is drawn above; the second route, a unit decoded through the switches, is missing: "
+            f"{refusal}.")
+    st.stop()
 unit = top_unit(model, picked.image)
+
+
+def unit_panel(title: str, decoding):
+    """The unit's decoding: an SWWAE's as an image, a network's deconvnet projection (channel mean) signed, ±1 at its
+    largest |value|."""
+    if not projects(cfg):
+        return figures.gray_panel(title, display_image(decoding))
+    projection = decoding.mean(0)
+    return figures.signed_panel(title, projection / max(float(abs(projection).max()), 1e-12))
+
+
 deconvolution = next((r for r in results if r.method == "deconvolution"), None) or attribute(
     model, picked.image, "deconvolution", target)
 route_panels = [
     figures.signed_panel(f"Deconvolution of {names[target]}<br>max |a| = {deconvolution.scale:.2g}",
                          deconvolution.normalised, background=overlay, opacity=opacity),
-    figures.gray_panel(f"stage {unit.view.stage + 1} channel {unit.view.channel} decoded alone<br>largest what "
-                       f"{float(unit.view.what.max()):.2g}", display_image(unit.view.decoding)),
+    unit_panel(f"stage {unit.view.stage + 1} channel {unit.view.channel} decoded alone<br>largest what "
+               f"{float(unit.view.what.max()):.2g}", unit.view.decoding),
     figures.signed_panel(f"its contribution<br>max |c| = {unit.scale:.2g}", unit.contribution),
 ]
 ROUTE_SCALES = {**SCALES, "coloraxis2": {**SCALES["coloraxis2"], "colorbar": dict(title="v / max|v|", len=0.8,
                                                                                   thickness=12)}}
 st.plotly_chart(figures.panel_figure(route_panels, columns=3, height=300, coloraxes=ROUTE_SCALES), key="attr_routes",
                 config=CHART, theme=None)
+NETWORK_ROUTE = ("the deconvnet (Zeiler & Fergus) sends the top stage's strongest {unit} (channel {channel}, every "
+                 "other channel 0) down through the same {wheres} and the network's own filters transposed: a "
+                 "projection, drawn on its own signed scale.")
 ROUTE_NOTES = {  # how each pooling kind's decoder uses the wheres the caption speaks of
     "hard": "the SWWAE decoder sends the top stage's strongest {unit} (channel {channel}, every other channel 0) down "
             "through the same {wheres}, each value put back at the cell the forward pass chose.",
@@ -144,12 +162,10 @@ ROUTE_NOTES = {  # how each pooling kind's decoder uses the wheres the caption s
 route_r = map_correlation(deconvolution.normalised, unit.contribution)
 st.caption(f"Deconvolution sends the class logit's gradient back to the pixels through this image's "
            f"{term_link('switch', 'switches')}, as max pooling's backward pass does; "
-           + ROUTE_NOTES[cfg.pooling].format(unit=term_link("unit"), channel=unit.view.channel,
+           + (NETWORK_ROUTE if projects(cfg) else ROUTE_NOTES[cfg.pooling]).format(unit=term_link("unit"), channel=unit.view.channel,
                                              wheres=term_link("where", "wheres"))
            + " The contribution is that decoding minus the decoding with the whole stage at 0. Over the pixels, the "
            f"Deconvolution map and the contribution correlate at r = {route_r:.2f}.")
 if trained:
-    st.plotly_chart(figures.bar_figure(list(names),
-                                       {"probability": probabilities.tolist()}, height=240,
-                                       title="Class probabilities", y_range=(0, 1), highlight=target),
-                    key="attr_probs", config=CHART, theme=None)
+    st.markdown("**Class probabilities** (red: the class explained)")
+    st.markdown(figures.probability_bars_html(list(names), probabilities.tolist(), target), unsafe_allow_html=True)

@@ -20,6 +20,7 @@ from app.downloads import csv_button, file_name, model_tag, png_button
 from app.inputs import pick_image
 from app.probes import PROBE_SHIFTS, dataset_curves, fingerprint, image_curves
 from app.scrub import run_folder, snapshot_options
+from app.networks import NETWORKS
 from app.sidebar import (MODEL_CHOICE, NONE_MODELS, SHIPPED_MODELS, UPLOADS, Explorer, at_chosen_step, current,
                          file_identity, find_checkpoints, load_identified, path_of, source_label)
 from core.analysis import (
@@ -28,6 +29,7 @@ from core.analysis import (
     padded_tiles, panel_png, print_png, probe_at, probe_findings, sequential_rgb, shared_scale, tie_share, where_key_png,
     where_mosaic,
 )
+from core.analysis import picture_tile, projects, probe_refusal, window_refusal
 from core.model import CheckpointError, load_checkpoint
 
 MODEL_B, B_STEP = "compare_b", "compare_b_step"
@@ -102,7 +104,8 @@ def _picked_by_hand() -> None:
 def pick_model_b(explorer: Explorer) -> Explorer:
     """Model B's selectbox (and its run's step slider); stops the page, saying why in one line, when it cannot
     load or cannot be explored here."""
-    sources = list(dict.fromkeys([*find_checkpoints(), *st.session_state.get(UPLOADS, {})]))
+    sources = list(dict.fromkeys([*find_checkpoints(), *st.session_state.get(UPLOADS, {}),
+                                  *st.session_state.get(NETWORKS, {})]))
     a_file = st.session_state.get(MODEL_CHOICE, explorer.source)  # A's file (explorer: its chosen step's model)
     if st.session_state.get(MODEL_B) not in sources or st.session_state.get(B_DEFAULT_FOR) not in ("", a_file):
         st.session_state[MODEL_B], st.session_state[B_STEP] = default_b(explorer, a_file, sources)
@@ -121,17 +124,21 @@ def pick_model_b(explorer: Explorer) -> Explorer:
     return at_chosen_step(b, B_STEP, "Model B's training step")
 
 
-def stage_tiles(view, high_what: float | None, name: str) -> list[Tile]:
+def stage_tiles(view, high_what: float | None, name: str, refusal: str | None = None) -> list[Tile]:
     """One model's stage: what, where (coloured by the switch's cell in its window, ties grey, faded as the what goes
     to 0) and decoder hidden (a blank tile at the top stage), what and hidden on one colour scale (`high_what`, shared
     with the other model when the shapes match)."""
     what = mosaic(view.what)
     high = high_what if high_what is not None else max(float(np.nanmax(what.image)), 1e-6)
-    colors, _ = where_mosaic(view.where_offset, view.what, view.pool_size, fade=True, tied=view.tied)
+    blank = np.full((*what.image.shape, 3), np.nan)
+    if refusal is None:
+        colors, _ = where_mosaic(view.where_offset, view.what, view.pool_size, fade=True, tied=view.tied)
+        where = Tile(f"{name}: where ({tie_share(view.tied):.0%} of windows tie)", colors.image)
+    else:  # overlapping or padded windows: no tiling cell to colour (said under the pictures)
+        where = Tile(f"{name}: no where map", blank)
     hidden = (Tile(f"{name}: decoder hidden", sequential_rgb(mosaic(view.hidden).image, 0.0, high))
-              if view.hidden is not None else Tile("", np.full_like(colors.image, np.nan)))
-    return [Tile(f"{name}: what (0 to {high:.2g})", sequential_rgb(what.image, 0.0, high)),
-            Tile(f"{name}: where ({tie_share(view.tied):.0%} of windows tie)", colors.image), hidden]
+              if view.hidden is not None else Tile("", blank))
+    return [Tile(f"{name}: what (0 to {high:.2g})", sequential_rgb(what.image, 0.0, high)), where, hidden]
 
 
 def stage_shapes(view, name: str) -> str:
@@ -155,7 +162,7 @@ def where_key(views: list, poolings: list[str]) -> None:
                      + "".join(f" {kind}." for kind in kinds))
 
 
-def stage_section(fig_a, fig_b, poolings: list[str]) -> None:
+def stage_section(fig_a, fig_b, poolings: list[str], configs: list) -> None:
     """A tab per stage (only the open one drawn): A's row over B's, the where key under them."""
     count = max(len(fig_a.views), len(fig_b.views))
     labels = [f"Stage {s + 1}" for s in range(count)]
@@ -175,8 +182,12 @@ def stage_section(fig_a, fig_b, poolings: list[str]) -> None:
                        + (". What and decoder hidden on one colour scale for A and B." if high is not None else
                           ". Their stages differ in shape: each is drawn on its own colour scale.")
                        + (f" {missing[0]} has no stage {stage + 1}." if missing else ""))
-            tiles = padded_tiles([t for view, name in shown for t in stage_tiles(view, high, name)])  # A over B
-            st.image(panel_png(tiles, 3, scale=max(1, round(TILE_WIDTH / tiles[0].image.shape[1]))))
+            refusals = {name: window_refusal(configs["AB".index(name)], stage) for _, name in shown}
+            tiles = padded_tiles([t for view, name in shown for t in stage_tiles(view, high, name, refusals[name])])
+            st.image(panel_png(tiles, 3, scale=max(1, round(TILE_WIDTH / tiles[0].image.shape[1]))))  # A over B
+            for name, refusal in refusals.items():
+                if refusal is not None:
+                    st.caption(f"{name}: no where map: {refusal}.")
             where_key([view for view, _ in shown], [poolings["AB".index(name)] for _, name in shown])
 
 
@@ -185,10 +196,13 @@ def overview(a: Explorer, b: Explorer, picked, fig_a, fig_b) -> None:
     figure and one static table: cheap for the browser to redraw when the input changes)."""
     image = picked.image.numpy()
     pictures_col, table_col = st.columns([3, 2])
-    tiles = [Tile("input", display_image(image)), Tile("A: reconstruction", display_image(fig_a.recon)),
-             Tile("B: reconstruction", display_image(fig_b.recon)),
-             difference_tile("B − A (red: B brighter)", fig_b.recon, fig_a.recon)]
-    pictures_col.image(panel_png(tiles, 4, scale=RECON_SCALE))
+    tiles = [Tile("input", display_image(image)), decoded_tile(a, "A", fig_a), decoded_tile(b, "B", fig_b)]
+    if not (projects(a.checkpoint.model_config) or projects(b.checkpoint.model_config)):
+        tiles.append(difference_tile("B − A (red: B brighter)", fig_b.recon, fig_a.recon))
+    else:
+        pictures_col.caption("A network has no trained decoder: its picture is the deconvnet projection of its top "
+                             "stage (Zeiler & Fergus), on a signed scale, and it has no reconstruction error (–).")
+    pictures_col.image(panel_png(tiles, 4, scale=max(1, round(RECON_SCALE * 28 / image.shape[-1]))))
     parts = (f"A-{model_tag(a.label)}", f"B-{model_tag(b.label)}", picked.caption)
     png_col, print_col, csv_col = pictures_col.columns(3)
     with png_col:
@@ -211,6 +225,14 @@ def overview(a: Explorer, b: Explorer, picked, fig_a, fig_b) -> None:
                    file_name("compare", *parts, ext="csv"), "compare_csv")
 
 
+def decoded_tile(explorer: Explorer, name: str, figures_of) -> Tile:
+    """A model's decoding of the input: an SWWAE's reconstruction, a network's projection, or a blank tile."""
+    if figures_of.recon is None:
+        return Tile(f"{name}: no decoding", np.full(figures_of.views[0].pre_pool.shape[1:], np.nan))
+    cfg = explorer.checkpoint.model_config
+    return picture_tile(cfg, f"{name}: {'projection' if projects(cfg) else 'reconstruction'}", figures_of.recon)
+
+
 def cross_section(a: Explorer, b: Explorer, picked):
     """A's what with B's where at the ticked stages; None (and the reason) when their wheres do not fit."""
     refusal = cross_refusal(a.checkpoint.model_config, b.checkpoint.model_config)
@@ -224,8 +246,9 @@ def cross_section(a: Explorer, b: Explorer, picked):
                                                                key=CROSS_STAGES.format(s))]
     crossed = cross_where(a.model, b.model, picked.image, stages)
     st.image(panel_png([Tile("input", display_image(picked.image.numpy())),
-                        Tile("A's own where", display_image(crossed.own_recon)),
-                        Tile("A's what, B's where", display_image(crossed.recon))], 3, scale=RECON_SCALE))
+                        picture_tile(cfg, "A's own where", crossed.own_recon),
+                        picture_tile(cfg, "A's what, B's where", crossed.recon)], 3,
+                       scale=max(1, round(RECON_SCALE * 28 / picked.image.shape[-1]))))
     return crossed
 
 
@@ -251,6 +274,11 @@ def chance_image(examples, picked):
 
 def probe_section(a: Explorer, b: Explorer, picked) -> None:
     """Both models' shift-probe figures at one shift, a row per stage, and what differs."""
+    refusals = [f"{name}: {refusal}" for name, model in (("A", a), ("B", b))
+                if (refusal := probe_refusal(model.checkpoint.model_config)) is not None]
+    if refusals:
+        st.info("No shift probe for " + "; ".join(refusals) + ".")
+        return
     st.caption("Per stage and model, on the same images: how much the what changes per unit of input change (what ÷ "
                "input; below 1: pooling absorbed part of the shift), and the share of active switches that moved by "
                "exactly the shift next to what another image's switches give by chance (the Swap page's probe).")
@@ -300,7 +328,8 @@ fig_a = model_figures(explorer.model, picked.image, classifier_trained=explorer.
 fig_b = model_figures(model_b.model, picked.image, classifier_trained=model_b.checkpoint.classifier_trained)
 overview(explorer, model_b, picked, fig_a, fig_b)
 st.subheader("Stages")
-stage_section(fig_a, fig_b, [explorer.checkpoint.model_config.pooling, model_b.checkpoint.model_config.pooling])
+configs = [explorer.checkpoint.model_config, model_b.checkpoint.model_config]
+stage_section(fig_a, fig_b, [cfg.pooling for cfg in configs], configs)
 st.subheader("Where across models")
 crossed = cross_section(explorer, model_b, picked)
 st.markdown("\n".join(f"- {line}" for line in compare_findings(fig_a, fig_b, explorer.class_names, model_b.class_names,

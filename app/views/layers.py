@@ -16,9 +16,12 @@ from app.sidebar import EXPLORER, Explorer, current
 from app.address import BIND, adopt, keep_window
 from app.downloads import file_name, model_tag, png_button
 from app.lens import show_lens, window_key
+from app.networks import untrained_note
 from core.analysis import (StageView, channel_peaks, class_probabilities, domain_rank, domain_scores, layer_views,
                            mse, pooling_lens, psnr,
                            tie_share, top_images, unit_decodings, unit_view)
+from core.analysis import (NO_HIDDEN_NOTE, PROJECTION_NOTE, decoder_refusal, network_unit_tiles, projects,
+                           projection_tile, window_refusal)
 from core.analysis import (
     Tile, crisp_pixels, display_image, mosaic, outline_tile, panel_png, recon_tiles, sequential_rgb, side_by_side,
     stage_difference, tile_rgb, tile_targets, unit_tiles, where_key_png, where_mosaic, padded_tiles,
@@ -34,10 +37,15 @@ PICKED_TAG = "layers_picked_tag"  # the input's caption, for download file names
 UNIT_SIDE = 112  # px a unit picture is drawn at, model pixels as crisp blocks (28 x 4, 14 x 8, 7 x 16)
 TOP_SIDE = 170  # px a top image and its decoding below it are drawn at (3x): nine fit in one row
 TOP_COUNT = 9
+MAX_BARS = 10  # a head of more classes (ImageNet's 1,000) shows its most likely ones
 STAGE_TAB = "layers_stage_tab"  # the open stage tab's label
 UNIT_STAGE, UNIT_CHANNEL = "layers_unit_stage", "layers_unit_channel"  # the unit view's select boxes
-UNTRAINED_NOTE = ("No class prediction: this model was trained without labels (unsupervised), so its classifier "
-                  "head keeps its random initial weights and its class probabilities mean nothing.")
+UNIT_NETWORK_NOTE = ("The deconvnet decoding of this unit (Zeiler & Fergus): its what alone (every other channel 0) "
+                     "put back at this image's switches, rectified and sent through the network's own filters "
+                     "transposed, down to the pixels, on a signed scale of its own (one channel: red +, blue −; RGB: "
+                     "mid-grey is 0). Beside it, the "
+                     "whole top stage projected the same way. A projection, not a reconstruction: no error is "
+                     "quoted.")
 
 
 def picked_tag() -> str:
@@ -116,6 +124,8 @@ def domain_note(explorer: Explorer, picked: Picked) -> None:
     examples = explorer.examples
     if picked.label is not None or examples is None or examples.name != explorer.checkpoint.dataset:
         return  # a dataset image, or examples of another dataset than the model's: nothing to rank against
+    if projects(explorer.checkpoint.model_config):
+        return  # its scores include a reconstruction error, which a network has not
     classifier = explorer.checkpoint.classifier_trained
     reference = _example_scores(explorer.identity, examples.name, classifier, explorer.model, examples.images)
     mine = domain_scores(explorer.model, picked.image[None], classifier=classifier)
@@ -131,28 +141,40 @@ def domain_note(explorer: Explorer, picked: Picked) -> None:
 def overview(explorer: Explorer, picked: Picked, encoding, decoding) -> None:
     """Input, reconstruction and their difference (with its scale), the prediction in one line and a small bar chart
     of the class probabilities (left out for a model trained without labels)."""
-    image, recon = picked.image.numpy(), decoding.recon[0].float().cpu().numpy()
-    tiles = recon_tiles(image, recon)
-    st.image(panel_png(tiles, 3, scale=3))  # a PNG: cheap for the browser to draw
+    image, cfg = picked.image.numpy(), explorer.checkpoint.model_config
+    if projects(cfg):  # no trained decoder: the deconvnet projection on a signed scale, or nothing to decode
+        tiles = [Tile("input", display_image(image))]
+        if decoding is not None:
+            tiles.append(projection_tile("deconvnet projection", decoding.recon[0].float().cpu().numpy()))
+        st.caption(PROJECTION_NOTE if decoding is not None else f"No decoding: {decoder_refusal(cfg)}.")
+    else:
+        tiles = recon_tiles(image, decoding.recon[0].float().cpu().numpy())
+    st.image(panel_png(tiles, 3, scale=max(1, round(84 / image.shape[-1]))))  # a PNG: cheap for the browser
     png_button("Download (PNG)", partial(panel_png, tiles, 3, 8),
                file_name("layers", model_tag(explorer.label), picked_tag(), "reconstruction", ext="png"),
                "layers_overview_png")
-    recon_mse = mse(decoding.recon, picked.image)
-    error = f"reconstruction MSE {recon_mse:.4f} (PSNR {psnr(recon_mse):.1f} dB)"
+    error = ""
+    if not projects(cfg):
+        recon_mse = mse(decoding.recon, picked.image)
+        error = f"reconstruction MSE {recon_mse:.4f} (PSNR {psnr(recon_mse):.1f} dB)"
     if not explorer.checkpoint.classifier_trained:
-        st.markdown(error)
+        if error:
+            st.markdown(error)
         domain_note(explorer, picked)
-        st.caption(UNTRAINED_NOTE)
+        st.caption(untrained_note(explorer.checkpoint))
         return
     probabilities = class_probabilities(encoding.logits)[0]
     predicted = int(probabilities.argmax())
     names = explorer.class_names
     label = f"; label {picked.label_name}" if picked.label_name is not None else ""
-    st.markdown(f"Predicted **{names[predicted]}** ({probabilities[predicted]:.1%}{label}) · {error}")
+    st.markdown(f"Predicted **{names[predicted]}** ({probabilities[predicted]:.1%}{label})" + (f" · {error}" if error
+                                                                                             else ""))
     domain_note(explorer, picked)
-    st.plotly_chart(figures.bar_figure(
-        list(names), {"probability": probabilities.tolist()}, height=120, y_range=(0, 1), highlight=predicted,
-        compact=True), key="layers_probs", config={"displaylogo": False, "displayModeBar": False}, theme=None)
+    shown = np.argsort(-probabilities)[:MAX_BARS] if len(names) > MAX_BARS else np.arange(len(names))  # top ones
+    if len(shown) < len(names):
+        st.caption(f"The {MAX_BARS} most likely of {len(names)} classes:")
+    st.markdown(figures.probability_bars_html([names[i] for i in shown], probabilities[shown].tolist(),
+                                              int(np.flatnonzero(shown == predicted)[0])), unsafe_allow_html=True)
 
 
 def stage_maps(view: StageView, continuous: bool, fade: bool, chosen: int | None) -> None:
@@ -163,16 +185,21 @@ def stage_maps(view: StageView, continuous: bool, fade: bool, chosen: int | None
     h, w = view.what.shape[1:]
     panel = figures.channel_targets(figures.mosaic_panel(f"what: {view.what.shape[0]} maps of {h}×{w}", what),
                                     tile_targets(what, view.what))
-    figure = figures.panel_figure([panel], columns=1, height=int(MOSAIC_WIDTH * what.image.shape[0]
-                                                                  / what.image.shape[1]) + 75,
-                                  coloraxes={"coloraxis": dict(colorscale="Viridis", cmin=0, cmax=high, colorbar=dict(
-                                      title=dict(text="what", side="top"), orientation="h", len=0.9, thickness=8,
-                                      y=-0.02, yanchor="top"))},
+    height = int(MOSAIC_WIDTH * what.image.shape[0] / what.image.shape[1]) + 75
+    figure = figures.panel_figure([panel], columns=1, height=height,
+                                  coloraxes={"coloraxis": dict(colorscale="Viridis", cmin=0, cmax=high, showscale=False)},
                                   clickable=True, outline=figures.tile_outline(what, chosen))
-    figure.update_layout(margin=dict(b=42))  # room for the horizontal colour bar under the mosaic
+    strip = 10 / height  # the colour bar under the mosaic: 10 px high
+    figure.update_layout(yaxis=dict(domain=[strip + 34 / height, 1 - 30 / height]), margin=dict(b=4))
+    figures.scale_strip(figure, colorscale="Viridis", low=0.0, high=high, title="what", x=[0.05, 0.95],
+                        y=[30 / height, 30 / height + strip], vertical=False)
     what_col, where_col = st.columns(2, vertical_alignment="bottom")
     what_col.plotly_chart(figure, key=maps_key(view.stage), config=MOSAIC_CHART, theme=None,
                           on_select=partial(_on_map_click, view.stage), selection_mode=("points",))
+    refusal = window_refusal(st.session_state[EXPLORER].checkpoint.model_config, view.stage)
+    if refusal is not None:  # overlapping or padded windows: no cell of a tiling window to colour
+        where_col.info(f"No where map: {refusal}.")
+        return
     colors, _ = where_mosaic(view.where_offset, view.what, view.pool_size, fade=fade, tied=view.tied)
     picture = colors.image if chosen is None else outline_tile(colors, colors.image, chosen)
     where_tile = [Tile(f"where: {tie_share(view.tied):.0%} of windows tie", picture)]
@@ -215,6 +242,9 @@ def lens_section(explorer: Explorer, encoding, views: list[StageView]) -> None:
                      "left and passes one value up (*what*); the cell it came from is the *switch* (*where*), which "
                      "the decoder uses to put the value back (*unpooled*).")
     cfg = explorer.checkpoint.model_config
+    if (refusal := window_refusal(cfg, stage)) is not None:
+        st.info(f"No lens: {refusal}.")
+        return
     lens = pooling_lens(encoding, cfg.pooling, cfg.pool_sizes[stage], stage, channel)
     keep_window(window_key(LENS_KEY), lens.windows)
     show_lens(lens, LENS_KEY, svg_name=file_name("lens", model_tag(explorer.label), picked_tag(),
@@ -225,13 +255,18 @@ def unit_section(explorer: Explorer, picked: Picked, views: list[StageView]) -> 
     """The chosen unit decoded alone through the image's wheres, and the examples it responds to most."""
     model, examples = explorer.model, explorer.examples
     stage, channel = st.session_state[UNIT_STAGE], st.session_state[UNIT_CHANNEL]
+    network = projects(explorer.checkpoint.model_config)  # its decodings are projections
     st.subheader(f"Unit view: stage {stage + 1}, channel {channel} decoded alone")
+    if (refusal := decoder_refusal(explorer.checkpoint.model_config)) is not None:
+        st.info(f"No unit decoding: {refusal}.")
+        return
     unit = unit_view(model, picked.image, stage, channel)
-    tiles = unit_tiles(unit, views[stage].pool_size)[3:]  # the maps are in the lens above
+    tiles = network_unit_tiles(unit) if network else unit_tiles(unit, views[stage].pool_size)[3:]  # maps: the lens
     pictures = [crisp_pixels(tile_rgb(t), UNIT_SIDE) for t in tiles]
     pictures_col, text_col = st.columns([3, 2])
     pictures_col.image(pictures, caption=[t.title for t in tiles], width=pictures[0].shape[1], output_format="PNG")
-    text_col.caption("The decoder run from this stage with only this channel's what kept (the others 0) and the "
+    text_col.caption(UNIT_NETWORK_NOTE if network else
+                     "The decoder run from this stage with only this channel's what kept (the others 0) and the "
                      "image's own wheres; its contribution is that minus the decoding with the whole stage at 0 "
                      f"(red: adds, blue: removes). Whole reconstruction MSE {unit.recon_mse:.4f}.")
     if examples is None:
@@ -240,8 +275,11 @@ def unit_section(explorer: Explorer, picked: Picked, views: list[StageView]) -> 
     indices, peaks, decodings = _top_units(explorer.identity, examples.name, stage, channel, model, examples.images)
     st.markdown(f"**Top {len(indices)}** of the {examples.name} examples ({examples.description}) by this unit's "
                 "largest what, each above the unit's decoding of it; captions: #index (class): largest what")
+    decoded_rgb = ((lambda d: tile_rgb(projection_tile("", d))) if network else display_image)  # noqa: E731
     top_tiles = [Tile(f"#{i} ({examples.label_name(i)}): {p:.2f}", side_by_side(
-        [display_image(examples.images[i].numpy()), display_image(decoded)], vertical=True))
+        [tile_rgb(Tile("", display_image(examples.images[i].numpy()))), decoded_rgb(decoded)], vertical=True)
+        if network else side_by_side([display_image(examples.images[i].numpy()), display_image(decoded)],
+                                     vertical=True))
         for i, decoded, p in zip(indices, decodings, peaks)]
     pictures = [crisp_pixels(tile.image, TOP_SIDE) for tile in top_tiles]
     st.image(pictures, caption=[tile.title for tile in top_tiles], width=pictures[0].shape[1],
@@ -254,6 +292,8 @@ def unit_section(explorer: Explorer, picked: Picked, views: list[StageView]) -> 
 
 def stage_detail(views: list[StageView]) -> None:
     """Every stage's pre-pool maps and the decoder's hidden state against the what it reconstructs (L2M)."""
+    if any(view.hidden is None for view in views[:-1]):  # a network: no decoder, so no hidden state anywhere
+        st.caption(NO_HIDDEN_NOTE)
     for view in views:
         pre_pool = mosaic(view.pre_pool)
         high = max(float(np.nanmax(pre_pool.image)), 1e-6)
@@ -261,6 +301,8 @@ def stage_detail(views: list[StageView]) -> None:
         tiles = [Tile(f"stage {view.stage + 1} pre-pool: {c} maps of {height}×{width}, 0 to {high:.2g}",
                       sequential_rgb(pre_pool.image, 0.0, high))]
         st.image(panel_png(tiles, 1, scale=max(1, round(DETAIL_WIDTH / pre_pool.image.shape[1]))))
+        if view.hidden is None and view.stage < len(views) - 1:
+            continue
         if view.hidden is None:
             st.caption(f"Stage {view.stage + 1} is the top: its what feeds the classifier and starts the decoder; "
                        "no hidden state reconstructs it.")

@@ -58,7 +58,7 @@ names = list(summaries)
 if SELECTED not in st.session_state:  # a few active runs (newest first), else the newest one
     st.session_state[SELECTED] = [n for n in names if summaries[n].active][:DEFAULT_SHOWN] or names[:1]
 st.session_state[SELECTED] = [n for n in st.session_state[SELECTED] if n in summaries][:MAX_SHOWN]  # a folder may
-pick_col, log_col, refresh_col = st.columns([6, 1.4, 1], vertical_alignment="bottom")  # be gone
+pick_col, log_col, refresh_col = st.columns([5, 1.9, 1.3], vertical_alignment="bottom")  # be gone
 pick_col.multiselect("Runs to plot (overlaid)", names, key=SELECTED, max_selections=MAX_SHOWN,
                      help=f"Up to {MAX_SHOWN} at once, so every refresh stays quick however many runs there are.")
 log_col.toggle("log-scale losses", key=LOG_LOSSES)
@@ -82,7 +82,7 @@ def status_table(found: dict[str, RunSummary]) -> None:
                                                                    width="small"),
                        "step": st.column_config.TextColumn(width="small"),
                        "epoch": st.column_config.TextColumn(width="small"),
-                       "device": st.column_config.TextColumn(width="small", help="What the run trains on: the "
+                       "device": st.column_config.TextColumn(width="medium", help="What the run trains on: the "
                                                              "resolved device when status.json records it, else "
                                                              "config.json's train.device"),
                        "message": st.column_config.TextColumn(width="large")},
@@ -134,13 +134,14 @@ def run_panel(summary: RunSummary, reader: MetricsReader, colour: str) -> None:
                  f"{': ' + plain(classes) if classes else ''}) and their reconstructions (bottom)", width="stretch")
     elif summary.active:
         st.caption("Reconstructions appear after the first epoch's evaluation.")
-    buttons = st.columns(2)
-    if buttons[0].button("Open in explorer", key=f"runs_open_{summary.name}", icon=":material/layers:",
+    buttons = [st.container(), st.container()]  # stacked, full width: a run's column is too narrow for two labels
+    if buttons[0].button("Open in explorer", width="stretch", key=f"runs_open_{summary.name}",
+                         icon=":material/layers:",
                          disabled=not summary.has_best, help="Load this run's best.pt into the Layers and Swap pages"):
         request_model(summary.path / rundir.BEST_CHECKPOINT)
         st.switch_page(LAYERS_PAGE)
     if summary.active:
-        if buttons[1].button("Stop", key=f"runs_stop_{summary.name}", icon=":material/stop:",
+        if buttons[1].button("Stop", width="stretch", key=f"runs_stop_{summary.name}", icon=":material/stop:",
                              help="Finish the current step, save last.pt, end as 'stopped'"):
             try:
                 stop(summary.path)
@@ -149,7 +150,7 @@ def run_panel(summary: RunSummary, reader: MetricsReader, colour: str) -> None:
             else:
                 st.toast(f"Asked {plain(summary.name)} to stop.")
     elif (summary.path / rundir.LAST_CHECKPOINT).is_file():
-        if buttons[1].button("Resume", key=f"runs_resume_{summary.name}", icon=":material/play_arrow:",
+        if buttons[1].button("Resume", width="stretch", key=f"runs_resume_{summary.name}", icon=":material/play_arrow:",
                              help="Continue from last.pt (the Train page can also add epochs)"):
             try:
                 resume(summary.path)

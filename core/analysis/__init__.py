@@ -27,6 +27,7 @@ from core.analysis.render import (
     sequential_rgb, tile_rgb, crisp_pixels, side_by_side, unit_tiles, tile_targets, padded_tiles, TIE_RGB,
 )
 from core.analysis.keys import where_key_png, outline_tile
+from core.analysis.lens_picture import LensPictures, lens_pictures, picture_png
 from core.analysis.compare import (
     ModelFigures, CrossedWhere, model_figures, cross_refusal, cross_where, compare_findings, probe_at, shared_scale,
     probe_findings, ModelTraits, Difference, Partner, model_traits, model_differences, differences_sentence,
@@ -34,6 +35,10 @@ from core.analysis.compare import (
 )
 from core.analysis.formation import StepPictures, step_pictures, switches_settled, spread_evenly
 from core.analysis.domain import DomainRank, domain_scores, domain_rank, UNLIKE_PERCENTILE, RECON_SCORE, ENERGY_SCORE
+from core.analysis.networks import (
+    PROJECTION_NOTE, NO_HIDDEN_NOTE, is_network, projects, decoder_refusal, window_refusal, probe_refusal, projection_tile,
+    picture_tile, network_swap_tiles, network_unit_tiles, grey_centred,
+)
 from core.analysis.viewable import VIEWABLE_CHANNELS, MAX_VIEWABLE_SIZE, MAX_IMAGE_ACTIVATION_BYTES, check_viewable
 
 __all__ = [
@@ -53,6 +58,8 @@ __all__ = [
     "Partner", "model_traits", "model_differences", "differences_sentence", "earlier_steps", "default_partner",
     "StepPictures", "step_pictures",
     "PoolingLens", "SwitchAgreement", "window_ties", "pooling_lens", "switch_agreement", "tie_share",
-    "paired_lenses", "busiest_channel", "spread_evenly", "switches_settled", "image_lens",
+    "paired_lenses", "busiest_channel", "LensPictures", "lens_pictures", "picture_png", "spread_evenly", "switches_settled", "image_lens",
     "DomainRank", "domain_scores", "domain_rank", "UNLIKE_PERCENTILE", "RECON_SCORE", "ENERGY_SCORE",
+    "PROJECTION_NOTE", "NO_HIDDEN_NOTE", "is_network", "projects", "decoder_refusal", "window_refusal", "probe_refusal",
+    "projection_tile", "picture_tile", "network_swap_tiles", "network_unit_tiles", "grey_centred",
 ]

@@ -8,12 +8,14 @@ one (the where ablation's hard <-> none <-> soft, a run's checkpoint <-> its ear
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from core.analysis.networks import decoder_refusal, is_network, projects
 from core.analysis.probe import ShiftStage
 from core.analysis.running import as_batch, class_probabilities, evaluating, mse, psnr
 from core.analysis.units import StageView, layer_views
@@ -30,8 +32,8 @@ class ModelFigures:
     """One model's figures for one image: what the Layers page shows for it."""
 
     views: list[StageView]
-    recon: np.ndarray  # (C, H, W)
-    recon_mse: float
+    recon: np.ndarray | None  # (C, H, W); a network's deconvnet projection; None: a network without one
+    recon_mse: float  # NaN for a network: a projection is no reconstruction
     recon_psnr: float
     probabilities: np.ndarray | None  # (classes,); None for a model trained without labels
 
@@ -43,8 +45,8 @@ class CrossedWhere:
     stages: list[int]
     recon: np.ndarray  # (C, H, W)
     own_recon: np.ndarray  # (C, H, W): A's own reconstruction, its own where everywhere
-    mse: float  # against the image
-    own_mse: float  # A's own reconstruction's
+    mse: float  # against the image (A a network: against A's own projection)
+    own_mse: float  # A's own reconstruction's (NaN for a network)
     same_switch: list[float]  # per stage: fraction of switches at the same window position in A and B
 
 
@@ -52,13 +54,16 @@ def model_figures(model: SWWAE, image: torch.Tensor, *, classifier_trained: bool
     """Per-stage views, the reconstruction with its MSE / PSNR and, for a model trained with labels, the class
     probabilities of one image (C, H, W): the Layers page's numbers for this model."""
     views, encoding, decoding = layer_views(model, image)
-    error = mse(decoding.recon, image)
+    error = math.nan if projects(model.config) else mse(decoding.recon, image)
     probabilities = class_probabilities(encoding.logits)[0] if classifier_trained else None
-    return ModelFigures(views, decoding.recon[0].float().cpu().numpy(), error, psnr(error), probabilities)
+    recon = None if decoding is None else decoding.recon[0].float().cpu().numpy()
+    return ModelFigures(views, recon, error, math.nan if math.isnan(error) else psnr(error), probabilities)
 
 
 def cross_refusal(a: ModelConfig, b: ModelConfig) -> str | None:
     """Why A's decoder cannot take B's where (one line), or None when their wheres have the same shapes and kind."""
+    if (refusal := decoder_refusal(a)) is not None:
+        return f"A has no decoder ({refusal})"
     if (a.in_channels, a.image_size) != (b.in_channels, b.image_size):
         return f"A takes {_input_shape(a)} images, B {_input_shape(b)}"
     if tuple(a.channels) != tuple(b.channels):
@@ -88,8 +93,10 @@ def cross_where(model_a: SWWAE, model_b: SWWAE, image: torch.Tensor, stages: Seq
         own_recon = model_a.decode(own).recon
     soft = model_a.config.pooling == "soft"
     same = [_same_position(mine, other, soft) for mine, other in zip(own.wheres, theirs.wheres)]
+    projection = projects(model_a.config)  # no image to score against: the distance to A's own projection
     return CrossedWhere(list(stages), crossed[0].float().cpu().numpy(), own_recon[0].float().cpu().numpy(),
-                        mse(crossed, image), mse(own_recon, image), same)
+                        mse(crossed, own_recon if projection else image),
+                        math.nan if projection else mse(own_recon, image), same)
 
 
 def _same_position(mine: torch.Tensor, other: torch.Tensor, soft: bool) -> float:
@@ -119,7 +126,12 @@ def compare_findings(a: ModelFigures, b: ModelFigures, names_a: Sequence[str], n
     lines = [_recon_sentence(a.recon_mse, b.recon_mse)]
     if a.probabilities is not None and b.probabilities is not None:
         lines.append(_prediction_sentence(a.probabilities, b.probabilities, names_a, names_b))
-    if crossed is not None and crossed.stages:
+    if crossed is not None and crossed.stages and math.isnan(crossed.own_mse):
+        stages = ", ".join(str(s + 1) for s in crossed.stages)
+        lines.append(f"A's deconvnet projection with B's where at stage{'s' * (len(crossed.stages) > 1)} {stages} "
+                     f"lies at a mean squared distance of {crossed.mse:.4g} from A's own projection (a projection is "
+                     "no reconstruction, so there is no error against the image).")
+    elif crossed is not None and crossed.stages:
         ratio = crossed.mse / max(crossed.own_mse, 1e-12)
         stages = ", ".join(str(s + 1) for s in crossed.stages)
         lines.append(f"A's decoder with B's where at stage{'s' * (len(crossed.stages) > 1)} {stages}: MSE "
@@ -132,6 +144,10 @@ def compare_findings(a: ModelFigures, b: ModelFigures, names_a: Sequence[str], n
 
 
 def _recon_sentence(mse_a: float, mse_b: float) -> str:
+    if math.isnan(mse_a) or math.isnan(mse_b):
+        which = " and ".join(name for name, value in (("A", mse_a), ("B", mse_b)) if math.isnan(value))
+        return (f"No reconstruction errors to compare: {which} {'has' if len(which) == 1 else 'have'} no trained "
+                "decoder (a network's picture is its deconvnet projection, not a reconstruction).")
     if mse_a == mse_b:
         return f"A and B reconstruct this image with the same MSE, {mse_a:.4f}."
     ratio = mse_b / max(mse_a, 1e-12)
@@ -236,7 +252,8 @@ def _input_shape(config: ModelConfig) -> str:
 
 _HEAD_FIELDS = ("head_width", "dropout", "num_classes")  # the classifier head's, which only labels train
 # Architecture fields beyond pooling, width and convs per stage, with how a page names them.
-_OTHER_FIELDS = (("kernel_sizes", "kernel sizes"), ("pool_sizes", "pooling windows"), ("batch_norm", "batch norm"),
+_OTHER_FIELDS = (("pool_strides", "pooling strides"), ("decoder", "decoding"),
+                 ("kernel_sizes", "kernel sizes"), ("pool_sizes", "pooling windows"), ("batch_norm", "batch norm"),
                  ("head_width", "classifier head width"), ("dropout", "classifier dropout"), ("num_classes", "classes"),
                  ("output_activation", "output activation"), ("noise_std", "training noise"),
                  ("input_mean", "input mean"), ("input_std", "input std"))
@@ -250,6 +267,9 @@ def model_differences(a: ModelTraits, b: ModelTraits) -> list[Difference]:
     at the same step, or two trainings of one setting)."""
     ca, cb = a.config, b.config
     found = []
+    kind_a, kind_b = (_kind(c) for c in (ca, cb))
+    if kind_a != kind_b:
+        found.append(Difference("kind", kind_a, kind_b))
     if ca.pooling != cb.pooling:
         found.append(Difference("pooling", ca.pooling, cb.pooling))
     if len(ca.channels) != len(cb.channels):
@@ -267,6 +287,8 @@ def model_differences(a: ModelTraits, b: ModelTraits) -> list[Difference]:
     if a.run is not None and a.run == b.run and a.step != b.step:
         found.append(Difference("training step", f"{a.step:,}", f"{b.step:,}"))
     for field, name in _OTHER_FIELDS:
+        if not (hasattr(ca, field) and hasattr(cb, field)):
+            continue  # a field one kind of model has not (a network has no decoder settings): said as "kind"
         va, vb = getattr(ca, field), getattr(cb, field)
         if field in ("kernel_sizes", "pool_sizes") and len(va) != len(vb):
             continue  # other stage counts: said once, as "stages"
@@ -277,6 +299,11 @@ def model_differences(a: ModelTraits, b: ModelTraits) -> list[Difference]:
     if ca.pooling == cb.pooling == "soft" and ca.soft_beta != cb.soft_beta:
         found.append(Difference("soft-pooling β", _plain_value(ca.soft_beta), _plain_value(cb.soft_beta)))
     return found
+
+
+def _kind(config) -> str:
+    """What kind of model a config is: 'SWWAE', or a network's architecture ('torchvision:vgg11_bn')."""
+    return config.architecture if is_network(config) else "SWWAE"
 
 
 def differences_sentence(differences: Sequence[Difference]) -> str:

@@ -1,15 +1,21 @@
 """What-where swaps as pure functions of a model and images: A's what decoded with B's where, the swap matrix, the
 reconstruction with where ignored, and the where morph from A's where to B's. The Swap and Compare pages and the
 benchmarks call these, so a number on a page and in docs/RESULTS.md cannot disagree.
+
+For a foreign network (core.analysis.networks) the decoder is the deconvnet, whose output is a signed projection, no
+image: its distances are measured between projections (a crossing against A's and B's own projections), never
+against the images.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from core.analysis.networks import projects
 from core.analysis.running import as_batch, cat_encodings, evaluating, mse_of, psnr
 from core.model import SWWAE
 
@@ -27,6 +33,7 @@ class SwapResult:
     no_where_a: torch.Tensor
     no_where_b: torch.Tensor
     metrics: dict[str, dict[str, float]]  # image name -> {'mse_a', 'psnr_a', 'mse_b', 'psnr_b'}
+    projections: bool = False  # a network's deconvnet: mse_a / mse_b are distances to A's / B's own projection
 
 
 def swap_where(model: SWWAE, a: torch.Tensor, b: torch.Tensor, stages: Sequence[int]) -> SwapResult:
@@ -44,18 +51,25 @@ def swap_where(model: SWWAE, a: torch.Tensor, b: torch.Tensor, stages: Sequence[
         "recon_a": recons[0], "recon_b": recons[1], "what_a_where_b": recons[2], "what_b_where_a": recons[3],
         "no_where_a": no_where[0], "no_where_b": no_where[1],
     }
+    projections = projects(model.config)
+    reference_a, reference_b = (recons[0], recons[1]) if projections else (pair[0], pair[1])
     metrics = {}
     for name, image in images.items():
-        mse_a, mse_b = mse_of(image, pair[0]), mse_of(image, pair[1])
-        metrics[name] = {"mse_a": mse_a, "psnr_a": psnr(mse_a), "mse_b": mse_b, "psnr_b": psnr(mse_b)}
-    return SwapResult(**images, metrics=metrics)
+        mse_a, mse_b = mse_of(image, reference_a), mse_of(image, reference_b)
+        metrics[name] = {"mse_a": mse_a, "psnr_a": math.nan if projections else psnr(mse_a), "mse_b": mse_b,
+                         "psnr_b": math.nan if projections else psnr(mse_b)}
+    return SwapResult(**images, metrics=metrics, projections=projections)
 
 
-def _closer(name: str, mse_a: float, mse_b: float) -> str:
-    """'lies 3.1× closer to B than to A (MSE 0.012 to B, 0.037 to A)' for one picture's errors."""
+def _closer(name: str, mse_a: float, mse_b: float, projections: bool = False) -> str:
+    """'lies 3.1× closer to B than to A (MSE 0.012 to B, 0.037 to A)' for one picture's errors; for a network's
+    projections, the distances to A's and B's own projections."""
     nearer, farther = ("B", "A") if mse_b < mse_a else ("A", "B")
     near, far = min(mse_a, mse_b), max(mse_a, mse_b)
     ratio = far / near if near > 0 else float("inf")
+    if projections:
+        return (f"{name}: its deconvnet projection lies {ratio:.1f}× closer to {nearer}'s own projection than to "
+                f"{farther}'s (mean squared distance {near:.4g} to {nearer}'s, {far:.4g} to {farther}'s)")
     return (f"{name} lies {ratio:.1f}× closer to {nearer} than to {farther} (MSE {near:.4f} to {nearer}, "
             f"{far:.4f} to {farther})")
 
@@ -65,16 +79,19 @@ def swap_findings(result: SwapResult, stages: Sequence[int]) -> list[str]:
     Empty when no stage's where was swapped (the crossings are then the plain reconstructions)."""
     if not stages:
         return []
-    m = result.metrics
-    return [_closer("A's content with B's switches", m["what_a_where_b"]["mse_a"], m["what_a_where_b"]["mse_b"]) + ".",
-            _closer("B's content with A's switches", m["what_b_where_a"]["mse_a"], m["what_b_where_a"]["mse_b"]) + "."]
+    m, projections = result.metrics, result.projections
+    return [_closer("A's content with B's switches", m["what_a_where_b"]["mse_a"], m["what_a_where_b"]["mse_b"],
+                    projections) + ".",
+            _closer("B's content with A's switches", m["what_b_where_a"]["mse_a"], m["what_b_where_a"]["mse_b"],
+                    projections) + "."]
 
 
 def swap_matrix(model: SWWAE, images: torch.Tensor, stages: Sequence[int] | None = None
                 ) -> tuple[torch.Tensor, np.ndarray]:
     """Cell (i, j) decodes the what of image i with the where of image j at `stages` (default: all).
 
-    images: (K, C, H, W), K <= 8 -> (recons (K, K, C, H, W), mse (K, K) of each cell against image i).
+    images: (K, C, H, W), K <= 8 -> (recons (K, K, C, H, W), mse (K, K) of each cell against image i; for a
+    network, against image i's own projection, the diagonal).
     """
     k = images.shape[0]
     if not 1 <= k <= 8:
@@ -87,7 +104,8 @@ def swap_matrix(model: SWWAE, images: torch.Tensor, stages: Sequence[int] | None
         cols = torch.arange(k).repeat(k)  # where of image j
         grid = encoding.select(rows).with_wheres_from(encoding.select(cols), stages)
         recons = model.decode(grid).recon  # (K*K, C, H, W)
-        mse = ((recons.float() - batch[rows].float()) ** 2).flatten(1).mean(1)  # (K*K,)
+        own = recons[rows * k + rows] if projects(model.config) else batch[rows]  # (K*K, C, H, W) references
+        mse = ((recons.float() - own.float()) ** 2).flatten(1).mean(1)  # (K*K,)
     return recons.view(k, k, *recons.shape[1:]), mse.view(k, k).cpu().numpy()
 
 
@@ -109,8 +127,8 @@ class WhereMorph:
 
     ts: np.ndarray  # (T,)
     recons: torch.Tensor  # (T, C, H, W)
-    mse_to_a: np.ndarray  # (T,) against image A
-    mse_to_b: np.ndarray  # (T,) against image B
+    mse_to_a: np.ndarray  # (T,) against image A (a network: against A's own projection)
+    mse_to_b: np.ndarray  # (T,) against image B (a network: against B's own projection)
 
 
 def _morphed_wheres(where_a: torch.Tensor, where_b: torch.Tensor, t: float, generator: torch.Generator
@@ -138,5 +156,6 @@ def morph_where(model: SWWAE, a: torch.Tensor, b: torch.Tensor, ts: Sequence[flo
                       for stage, (where_a, where_b) in enumerate(zip(from_a.wheres, from_b.wheres))]
             morphs.append(replace(from_a, wheres=wheres))  # A's what, wheres t of the way to B's
         recons = model.decode(cat_encodings(morphs)).recon  # (T, C, H, W)
+        references = model.decode(encoding).recon if projects(model.config) else pair  # (2, C, H, W): A, B
     errors = lambda image: ((recons.float() - image.float()) ** 2).flatten(1).mean(1).cpu().numpy()  # noqa: E731
-    return WhereMorph(np.asarray(ts, dtype=float), recons, errors(pair[0:1]), errors(pair[1:2]))
+    return WhereMorph(np.asarray(ts, dtype=float), recons, errors(references[0:1]), errors(references[1:2]))

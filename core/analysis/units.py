@@ -3,14 +3,17 @@ decoded alone through the image's wheres; the images a channel responds to most.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from core.analysis.lens import window_ties
+from core.analysis.networks import decoder_refusal, projects, window_refusal
 from core.analysis.running import as_batch, batch_size_for, cat_encodings, evaluating, mse_of
 from core.model import SWWAE, Decoding, Encoding, where_offsets
+from core.model.deconvnet import PoolWindow, unpool
 
 __all__ = ["StageView", "UnitView", "layer_views", "unit_view", "unit_decodings", "channel_peaks", "top_images"]
 
@@ -31,33 +34,54 @@ class StageView:
     mid_mse: float | None  # the L2M term: mean squared error of hidden against what
 
 
-def layer_views(model: SWWAE, image: torch.Tensor) -> tuple[list[StageView], Encoding, Decoding]:
-    """Every stage's pre-pool, what, where, unpooled and hidden for one image (C, H, W) or (1, C, H, W)."""
+def layer_views(model: SWWAE, image: torch.Tensor) -> tuple[list[StageView], Encoding, Decoding | None]:
+    """Every stage's pre-pool, what, where, unpooled and hidden for one image (C, H, W) or (1, C, H, W). The decoding
+    is None for a network without one (core.analysis.networks.decoder_refusal says why)."""
     cfg = model.config
     with evaluating(model):
         batch = as_batch(image, model)
         if batch.shape[0] != 1:
             raise ValueError(f"layer_views takes one image, got a batch of {batch.shape[0]}")
         encoding = model.encode(batch)
-        decoding = model.decode(encoding)
+        decoding = None if decoder_refusal(cfg) else model.decode(encoding)
     views = []
     for stage, pool_size in enumerate(cfg.pool_sizes):
-        offsets = where_offsets(encoding.wheres[stage], pool_size, cfg.stage_sizes[stage])[0]  # (C, h, w, 2)
-        cells = offsets.round().clamp(0, pool_size - 1).long()
-        hidden = decoding.hiddens[stage] if stage < len(decoding.hiddens) else None
+        offsets, where_id, tied = _switch_cells(encoding, cfg, stage)
+        hidden = decoding.hiddens[stage] if decoding is not None and stage < len(decoding.hiddens) else None
+        unpooled = decoding.unpooled[stage] if decoding is not None else _unpooled(encoding, cfg, stage)
         views.append(StageView(
             stage=stage,
             pool_size=pool_size,
             pre_pool=encoding.pre_pool[stage][0].float().cpu().numpy(),
             what=encoding.whats[stage][0].float().cpu().numpy(),
-            where_offset=offsets.cpu().numpy(),
-            where_id=(cells[..., 0] * pool_size + cells[..., 1]).cpu().numpy(),
-            unpooled=decoding.unpooled[stage][0].float().cpu().numpy(),
-            tied=window_ties(encoding.pre_pool[stage][0], pool_size),
+            where_offset=offsets, where_id=where_id,
+            unpooled=unpooled[0].float().cpu().numpy(),
+            tied=tied,
             hidden=None if hidden is None else hidden[0].float().cpu().numpy(),
             mid_mse=None if hidden is None else mse_of(hidden, encoding.whats[stage]),
         ))
     return views, encoding, decoding
+
+
+def _switch_cells(encoding: Encoding, cfg, stage: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(where offsets (C, h, w, 2), cell ids (C, h, w), ties (C, h, w)) of batch item 0 at `stage`; for a pooling
+    layer whose windows do not tile its map (core.analysis.networks.window_refusal) zeros and no ties: the pages
+    refuse its where views."""
+    pool_size, what = cfg.pool_sizes[stage], encoding.whats[stage][0]  # what: (C, h, w)
+    if window_refusal(cfg, stage) is not None:
+        return (np.zeros((*what.shape, 2), np.float32), np.zeros(tuple(what.shape), np.int64),
+                np.zeros(tuple(what.shape), bool))
+    offsets = where_offsets(encoding.wheres[stage], pool_size, cfg.stage_sizes[stage])[0]  # (C, h, w, 2)
+    cells = offsets.round().clamp(0, pool_size - 1).long()
+    return (offsets.cpu().numpy(), (cells[..., 0] * pool_size + cells[..., 1]).cpu().numpy(),
+            window_ties(encoding.pre_pool[stage][0], pool_size))
+
+
+def _unpooled(encoding: Encoding, cfg, stage: int) -> torch.Tensor:
+    """The what of `stage` put back at its switches (F.max_unpool2d with the layer's window): (N, C, H, W)."""
+    size = cfg.stage_sizes[stage]
+    window = PoolWindow(cfg.pool_sizes[stage], cfg.pool_strides[stage], cfg.pool_paddings[stage], (size, size))
+    return unpool(encoding.whats[stage], encoding.wheres[stage], window, "hard")  # (N, C, H, W)
 
 
 @dataclass
@@ -75,7 +99,7 @@ class UnitView:
     recon_mse: float  # MSE of the whole reconstruction against the image
 
 
-def _unitas_batch(model: SWWAE, encoding: Encoding, stage: int, channel: int) -> torch.Tensor:
+def _unit_batch(model: SWWAE, encoding: Encoding, stage: int, channel: int) -> torch.Tensor:
     """Decodings from `stage` of: only `channel` kept, and no channel kept. -> (2N, C, H, W)."""
     only = encoding.keeping_channels(stage, [channel])
     none = encoding.keeping_channels(stage, [])
@@ -89,26 +113,30 @@ def unit_decodings(model: SWWAE, images: torch.Tensor, stage: int, channel: int)
     """
     with evaluating(model):
         encoding = model.encode(as_batch(images, model))
-        both = _unitas_batch(model, encoding, stage, channel)
+        both = _unit_batch(model, encoding, stage, channel)
     n = encoding.logits.shape[0]
     return both[:n], both[:n] - both[n:]
 
 
 def unit_view(model: SWWAE, image: torch.Tensor, stage: int, channel: int) -> UnitView:
-    """A unit's maps for one image (C, H, W), its decoding and the whole image's reconstruction error."""
+    """A unit's maps for one image (C, H, W), its decoding and the whole image's reconstruction error (NaN for a
+    network: its decoding is a deconvnet projection, no reconstruction). ValueError for a network without a
+    decoding."""
+    if (refusal := decoder_refusal(model.config)) is not None:
+        raise ValueError(refusal)
     with evaluating(model):
         batch = as_batch(image, model)
         encoding = model.encode(batch)
         recon = model.decode(encoding).recon  # (1, C, H, W)
-        both = _unitas_batch(model, encoding, stage, channel)  # (2, C, H, W)
+        both = _unit_batch(model, encoding, stage, channel)  # (2, C, H, W)
     cfg = model.config
-    offsets = where_offsets(encoding.wheres[stage], cfg.pool_sizes[stage], cfg.stage_sizes[stage])  # (1, C_l, h, w, 2)
+    offsets, _, _ = _switch_cells(encoding, cfg, stage)  # (C_l, h, w, 2) of the one image
     numpy = lambda t: t.float().cpu().numpy()  # noqa: E731
     return UnitView(
         stage=stage, channel=channel,
         pre_pool=numpy(encoding.pre_pool[stage][0, channel]), what=numpy(encoding.whats[stage][0, channel]),
-        where_offset=numpy(offsets[0, channel]), decoding=numpy(both[0]), contribution=numpy(both[0] - both[1]),
-        recon=numpy(recon[0]), recon_mse=mse_of(recon, batch),
+        where_offset=offsets[channel], decoding=numpy(both[0]), contribution=numpy(both[0] - both[1]),
+        recon=numpy(recon[0]), recon_mse=math.nan if projects(cfg) else mse_of(recon, batch),
     )
 
 

@@ -17,3 +17,6 @@ __all__ = [
     "FORMAT", "FORMAT_VERSION", "CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint",
     "atomic_write_bytes",
 ]
+from core.model.network import NetworkError, NetworkConfig, PoolingNetwork
+
+__all__ += ["NetworkError", "NetworkConfig", "PoolingNetwork"]

@@ -168,8 +168,9 @@ def load_checkpoint(source: str | os.PathLike | bytes | BinaryIO, map_location: 
     except CheckpointError:
         raise
     except Exception as exc:  # weights_only refuses code; anything else means unreadable
-        reason = "it holds objects other than tensors and plain data (refused, not run)" if "weights_only" in str(
-            exc) or "Unsupported global" in str(exc) else "it is not a readable PyTorch file (truncated or corrupt?)"
+        # Under weights_only every failure mentions it; only "Unsupported global" means the file names code to run.
+        reason = ("it holds objects other than tensors and plain data (refused, not run)" if "Unsupported global" in
+                  str(exc) else "it is not a readable PyTorch file (truncated or corrupt?)")
         raise CheckpointError(f"{name}: not a checkpoint: {reason}") from None
 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -27,8 +27,12 @@ from core.model import CheckpointError, load_checkpoint
 from core.data import DataConfig
 from core.runs.launcher import default_run_name
 from core.model import ModelConfig
+from core.model.network import NetworkError
+from core.model.network_file import read_network_file
 from core.runs.monitor import runs_root
 from core.training import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, TrainConfig, TrainResult, default_model_config, train
+from core.training.classifier import NETWORK_FILE_NAME, ClassifierResult, train_classifier
+from core.training.fit_decoder import FitResult, fit_decoder
 
 __all__ = ["field_docs", "add_dataclass_arguments", "given_fields", "main"]
 
@@ -109,6 +113,15 @@ def _parser() -> argparse.ArgumentParser:
                      "split) on the test split, the only time it is read; printed as 'test accuracy' and kept in "
                      "status.json")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--network", metavar="zoo:NAME", help="train a plain classifier of the project's zoo (e.g. "
+                     "zoo:small_vgg) instead of an SWWAE, on the same data, and write it as a pooling-network file "
+                     "to --export (default <run>/network.pt); model (ModelConfig) options do not apply")
+    run.add_argument("--encoder", metavar="FILE", help="fit a what-where decoder (core.model.fitted) to the "
+                     "classifier in this pooling-network file, frozen (needs --freeze-encoder), with the SWWAE's "
+                     "L2rec + lambda_mid * L2M loss; writes the encoder and its decoder to --export (default "
+                     "<run>/network.pt); --dataset defaults to the file's")
+    run.add_argument("--freeze-encoder", action="store_true", help="keep every weight of --encoder as it is (the "
+                     "only kind of fit there is: required with --encoder)")
     run.add_argument("--claim-fd", type=int, metavar="FD", help="(set by core.runs.launcher) the --run folder's lock, "
                      "already claimed by the process that started this one, inherited as descriptor FD")
     add_dataclass_arguments(parser, DataConfig, "data (DataConfig)")
@@ -153,8 +166,122 @@ def _summary(result: TrainResult) -> str:
     return "\n".join(lines)
 
 
+def _network_configs(args: argparse.Namespace, mode: str = "--network",
+                     data_defaults: dict[str, Any] | None = None) -> tuple[TrainConfig, DataConfig]:
+    """The configs of a --network run or an --encoder fit: training and data options only (it is not an SWWAE, nor
+    a run to resume)."""
+    model_given = given_fields(args, ModelConfig)
+    if model_given:
+        raise ValueError(f"--{next(iter(model_given)).replace('_', '-')} sets the SWWAE's architecture; it does not "
+                         f"apply to {mode}")
+    for flag, given in (("--resume", args.resume), ("--claim-fd", args.claim_fd is not None)):
+        if given:
+            raise ValueError(f"{flag} does not apply to {mode} (a short run, not resumed)")
+    train_config = TrainConfig(**given_fields(args, TrainConfig))
+    data_config = DataConfig(**{**(data_defaults or {}), **given_fields(args, DataConfig)})
+    if args.dry_run:
+        data_config = replace(data_config, max_train=DRY_RUN_STEPS_PER_EPOCH * train_config.batch_size,
+                              max_val=DRY_RUN_VAL_SAMPLES)
+        train_config = replace(train_config, epochs=2, max_steps=0)
+    return train_config, data_config
+
+
+def _print_epoch(record: dict[str, Any]) -> None:
+    best = " (best)" if record["best"] else ""
+    print(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} accuracy {100 * record['train_acc']:.2f}%, "
+          f"val loss {record['val_loss']:.4f} accuracy {100 * record['val_acc']:.2f}%{best}, lr {record['lr']:.2e}, "
+          f"{record['seconds']:.0f} s", flush=True)
+
+
+def _network_summary(result: ClassifierResult) -> str:
+    lines = [f"{result.state}: {result.message}"]
+    if result.best_eval:
+        lines.append(f"best: val accuracy {100 * result.best_eval['val_acc']:.2f}% (epoch {result.best_eval['epoch']})")
+    if result.test_eval:
+        lines.append(f"test: accuracy {100 * result.test_eval['test_acc']:.2f}% of the best-on-validation weights, "
+                     f"{result.test_eval['test_images']:,} test images")
+    if result.path:
+        lines.append(f"wrote {result.path} ({os.path.getsize(result.path) / 2**20:.1f} MB, pooling-network file)")
+    else:
+        lines.append("nothing written: the run ended before its first evaluation")
+    return "\n".join(lines)
+
+
+def _train_network(args: argparse.Namespace) -> int:
+    """`--network zoo:NAME`: a plain classifier trained by core.training.classifier, written as a pooling-network
+    file to --export (default <run>/network.pt; a dry run's default folder is a new temporary one)."""
+    try:
+        train_config, data_config = _network_configs(args)
+        run = args.run or (tempfile.mkdtemp(prefix="network-dry-run-") if args.dry_run else
+                           str(runs_root() / default_run_name(data_config.dataset)))
+        path = args.export or str(Path(run) / NETWORK_FILE_NAME)
+        result = train_classifier(args.network, train_config, data_config, export_path=path, test=args.test,
+                                  progress=not args.quiet, on_epoch=_print_epoch)
+    except (ValueError, TypeError, OSError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_FAILED if isinstance(exc, OSError) and exc.errno in FAILURE_ERRNOS else EXIT_BAD_INPUT
+    print(_network_summary(result))
+    return EXIT_FAILED if result.state == "failed" else EXIT_OK
+
+
+def _print_fit_epoch(record: dict[str, Any]) -> None:
+    best = " (best)" if record["best"] else ""
+    print(f"epoch {record['epoch']}: train loss {record['train_loss']:.5f} reconstruction MSE "
+          f"{record['train_mse']:.5f}, val reconstruction MSE {record['val_mse']:.5f}{best}, lr {record['lr']:.2e}, "
+          f"{record['seconds']:.0f} s", flush=True)
+
+
+def _fit_summary(result: FitResult) -> str:
+    lines = [f"{result.state}: {result.message}"]
+    if result.best_eval:
+        lines.append(f"best: val reconstruction MSE {result.best_eval['val_mse']:.5f} (epoch {result.best_eval['epoch']})")
+    if result.path:
+        lines.append(f"wrote {result.path} ({os.path.getsize(result.path) / 2**20:.1f} MB, pooling-network file with "
+                     "its fitted decoder)")
+    else:
+        lines.append("nothing written: the fit ended before its first evaluation")
+    return "\n".join(lines)
+
+
+def _fit_decoder(args: argparse.Namespace) -> int:
+    """`--encoder FILE --freeze-encoder`: a what-where decoder fitted to a frozen classifier by
+    core.training.fit_decoder, written with it to --export (default <run>/network.pt)."""
+    try:
+        if not args.freeze_encoder:
+            raise ValueError("--encoder needs --freeze-encoder: only frozen-encoder fits exist (the network's weights "
+                             "stay as they are)")
+        for flag, given in (("--network", args.network is not None), ("--test", args.test)):
+            if given:
+                raise ValueError(f"{flag} does not apply to --encoder (a decoder fit)")
+        try:
+            dataset = read_network_file(args.encoder).dataset  # the encoder's own data unless --dataset says
+        except NetworkError:
+            dataset = None  # fit_decoder says why the file cannot serve
+        train_config, data_config = _network_configs(args, "--encoder", {"dataset": dataset} if dataset else None)
+        run = args.run or (tempfile.mkdtemp(prefix="fit-dry-run-") if args.dry_run else
+                           str(runs_root() / default_run_name(data_config.dataset)))
+        path = args.export or str(Path(run) / NETWORK_FILE_NAME)
+        result = fit_decoder(args.encoder, train_config, data_config, export_path=path, progress=not args.quiet,
+                             on_epoch=_print_fit_epoch)
+    except (ValueError, TypeError, OSError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_FAILED if isinstance(exc, OSError) and exc.errno in FAILURE_ERRNOS else EXIT_BAD_INPUT
+    print(_fit_summary(result))
+    return EXIT_FAILED if result.state == "failed" else EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.encoder is not None or args.freeze_encoder:
+        if args.encoder is None:
+            print("error: --freeze-encoder needs --encoder FILE (the network whose decoder is fitted)",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+        return _fit_decoder(args)
+    if args.network is not None:
+        return _train_network(args)
     claim = None
     try:
         if args.resume and not args.run:
