@@ -246,9 +246,10 @@ def settling_chart(snapshots, dataset: str, images) -> None:
                f"step {early[0]:,}: " + ", ".join(f"stage {s + 1} {early[1][s]:.0%}" for s in range(stages)) + ".")
 
 
-def lens_at_step(snapshots, images, names, stage: int, channel: int | None, index: int) -> None:
-    """One channel's pooling lens at the chosen snapshot step (a slider, and Play in the section above)."""
-    steps = [step for step, path in snapshots if path.exists()]
+def advance_play(steps: list[int]) -> None:
+    """The lens's step for this run of the section: kept, or (while playing) the next snapshot's. Called first thing,
+    so a tick moves the step even when a busy machine makes the section's drawing outlast the play's interval (the
+    next tick then interrupts the drawing, not the step)."""
     if not steps:
         return
     if st.session_state.get(FORMATION_STEP) not in steps:  # new run, a step that is gone, or Play just pressed
@@ -260,6 +261,13 @@ def lens_at_step(snapshots, images, names, stage: int, channel: int | None, inde
         else:
             st.session_state[FORMATION_PLAYING] = False
             st.rerun()  # the whole page: the section's refresh stops with the play
+
+
+def lens_at_step(snapshots, images, names, stage: int, channel: int | None, index: int) -> None:
+    """One channel's pooling lens at the chosen snapshot step (a slider, and Play in the section above)."""
+    steps = [step for step, path in snapshots if path.exists()]
+    if not steps:
+        return
     step = st.select_slider("Step of the lens", steps, key=FORMATION_STEP, format_func=lambda s: f"{s:,}")
     path = dict(snapshots)[step]
     model = snapshot_model(str(path), file_identity(path))
@@ -294,6 +302,7 @@ def formation(run_dir: Path, active: bool, samples) -> None:
         st.caption("No snapshots yet: they appear at steps 1, 2, 5, 10, 20, 50, ... while the run trains." if active
                    else "This run kept no snapshots (it started before they existed, or with --no-snapshots).")
         return
+    advance_play([step for step, path in snapshots if path.exists()])
     samples = run_samples(run_dir) if isinstance(samples, str) else samples
     if isinstance(samples, str):
         st.caption(f"{plain(run_dir.name)}: {samples}.")
