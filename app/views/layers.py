@@ -145,11 +145,11 @@ def overview(explorer: Explorer, picked: Picked, encoding, decoding) -> None:
     if projects(cfg):  # no trained decoder: the deconvnet projection on a signed scale, or nothing to decode
         tiles = [Tile("input", display_image(image))]
         if decoding is not None:
-            tiles.append(projection_tile("deconvnet projection", decoding.recon[0].float().cpu().numpy()))
+            tiles.append(projection_tile("projection", decoding.recon[0].float().cpu().numpy()))
         st.caption(PROJECTION_NOTE if decoding is not None else f"No decoding: {decoder_refusal(cfg)}.")
     else:
         tiles = recon_tiles(image, decoding.recon[0].float().cpu().numpy())
-    st.image(panel_png(tiles, 3, scale=max(1, round(84 / image.shape[-1]))))  # a PNG: cheap for the browser
+    st.image(panel_png(tiles, len(tiles), scale=max(1, round(84 / image.shape[-1]))))  # a PNG: cheap to draw
     png_button("Download (PNG)", partial(panel_png, tiles, 3, 8),
                file_name("layers", model_tag(explorer.label), picked_tag(), "reconstruction", ext="png"),
                "layers_overview_png")

@@ -295,8 +295,9 @@ def _signed_bar(canvas: Image.Image, draw: ImageDraw.ImageDraw, origin: tuple[in
     canvas.paste(Image.fromarray(pixels), (left, top))
     draw.rectangle((left, top, left + width - 1, top + 6), outline=(170, 170, 170))
     font = _font(11)
-    for text, x, anchor in ((f"−{scale:.2g}", left, "lt"), ("0", left + width // 2, "mt"),
-                            (f"+{scale:.2g}", left + width, "rt")):
+    short = f"{scale:.2g}" if scale < 100 else f"{scale:.0f}"  # 170, not 1.7e+02: three labels share a tile's width
+    for text, x, anchor in ((f"−{short}", left, "lt"), ("0", left + width // 2, "mt"),
+                            (f"+{short}", left + width, "rt")):
         draw.text((x, top + 9), text, fill=(60, 60, 60), font=font, anchor=anchor)
 
 
