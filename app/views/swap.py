@@ -106,13 +106,18 @@ def swap_section() -> None:
         model_swap_section(result)
 
 
-def network_swap_section(result) -> None:
-    """A network's swap: projections on signed scales, and distances between projections."""
+def show_findings(result) -> None:
+    """The swap's findings in words (core.analysis.swap_findings), or what to tick when no stage is."""
     findings = swap_findings(result, stages)
     if findings:
         st.markdown("\n".join(f"- **{line}**" for line in findings))
     elif not stages:
         st.info("Tick at least one stage to take B's where there; with none ticked, each image keeps its own switches.")
+
+
+def network_swap_section(result) -> None:
+    """A network's swap: projections on signed scales, and distances between projections."""
+    show_findings(result)
     tiles = network_swap_tiles(a.image.numpy(), b.image.numpy(), result)
     st.image(panel_png(tiles, 4, scale=max(1, round(140 / a.image.shape[-1]))))
     st.caption("Deconvnet projections of the top stage's what through the switches (Zeiler & Fergus), each on its own "
@@ -127,11 +132,7 @@ def network_swap_section(result) -> None:
 
 def model_swap_section(result) -> None:
     """An SWWAE's swap: reconstructions, the 'none' model beside them, MSE and PSNR against the images."""
-    findings = swap_findings(result, stages)
-    if findings:
-        st.markdown("\n".join(f"- **{line}**" for line in findings))
-    elif not stages:
-        st.info("Tick at least one stage to take B's where there; with none ticked, each image keeps its own switches.")
+    show_findings(result)
     tiles = swap_tiles(a.image.numpy(), b.image.numpy(), result)
     trained_without_where = none_model_recons()
     columns = 5

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from core.analysis.running import as_batch, evaluating
+from core.analysis.switches import windows_tied
 from core.model import SWWAE, Encoding, where_offsets
 from core.model.pooling import unpool
 
@@ -27,15 +28,12 @@ __all__ = ["PoolingLens", "SwitchAgreement", "window_ties", "pooling_lens", "swi
 def window_ties(pre_pool: torch.Tensor | np.ndarray, pool_size: int) -> np.ndarray:
     """Whether each pooling window's maximum occurs more than once (exact equality: a tie is a tie).
 
-    pre_pool: (..., H, W) -> (..., H // s, W // s) bool. Rows and columns a floor-mode pool drops are ignored."""
+    pre_pool: (..., H, W) -> (..., H // s, W // s) bool. Rows and columns a floor-mode pool drops are ignored. The
+    SWWAE's windows (kernel = stride, no padding) of core.analysis.switches.windows_tied, which reads any window."""
     values = torch.as_tensor(pre_pool)
-    height, width = values.shape[-2:]
-    h, w = height // pool_size, width // pool_size
-    windows = values[..., : h * pool_size, : w * pool_size]
-    windows = windows.reshape(*values.shape[:-2], h, pool_size, w, pool_size)  # (..., h, s, w, s)
-    windows = windows.movedim(-3, -2).flatten(-2)  # (..., h, w, s*s)
-    peak = windows.amax(dim=-1, keepdim=True)  # (..., h, w, 1)
-    return ((windows == peak).sum(dim=-1) > 1).cpu().numpy()
+    planes = values.reshape(-1, 1, *values.shape[-2:]).float()  # (P, 1, H, W): exact for every float dtype
+    tied = windows_tied(planes, pool_size, pool_size)  # (P, 1, h, w)
+    return tied.reshape(*values.shape[:-2], *tied.shape[-2:]).cpu().numpy()
 
 
 def tie_share(tied: np.ndarray) -> float:
